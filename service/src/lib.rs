@@ -1,0 +1,212 @@
+//! HTTP plumbing shared by the web app and the SyncML server: the
+//! `[server]` settings section, `/healthz`, Prometheus `/metrics` with
+//! per-route request counters and latency histograms, and a serve loop
+//! that drains in-flight requests on SIGTERM/SIGINT.
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, State};
+use axum::http::{Request, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use onebook_domain::Domain;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use thiserror::Error;
+
+/// `[server]`: where this instance listens and what it calls itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// Shown in /healthz and logs, so a response can be traced to its
+    /// instance behind the edge.
+    pub instance: String,
+    /// Largest request body accepted, in bytes (413 beyond).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_body() -> usize {
+    4 * 1024 * 1024
+}
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Request metrics of one process, labelled by the matched route pattern
+/// (never the raw path, so ids don't explode the label set).
+#[derive(Clone)]
+pub struct HttpMetrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    in_flight: IntGauge,
+}
+
+impl HttpMetrics {
+    pub fn new(service: &str, instance: &str) -> Result<Self, prometheus::Error> {
+        let labels = [("service".to_string(), service.to_string()), ("instance".to_string(), instance.to_string())]
+            .into_iter()
+            .collect();
+        let registry = Registry::new_custom(Some("onebook".to_string()), Some(labels))?;
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route, method and status"),
+            &["route", "method", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route").buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["route"],
+        )?;
+        let in_flight = IntGauge::new("http_requests_in_flight", "HTTP requests being served")?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        Ok(HttpMetrics {
+            registry,
+            requests,
+            latency,
+            in_flight,
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+/// axum middleware recording [`HttpMetrics`].
+pub async fn track_metrics(State(metrics): State<HttpMetrics>, request: Request<Body>, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().as_str().to_string();
+    let started = Instant::now();
+    metrics.in_flight.inc();
+    let response = next.run(request).await;
+    metrics.in_flight.dec();
+    metrics
+        .latency
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
+        .inc();
+    response
+}
+
+/// State of the routes this crate adds.
+#[derive(Clone)]
+pub struct Plumbing {
+    pub domain: Arc<Domain>,
+    pub metrics: HttpMetrics,
+    pub instance: String,
+}
+
+/// `/healthz` and `/metrics`, to merge into a component's router.
+pub fn plumbing_routes(plumbing: Plumbing) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(plumbing)
+}
+
+async fn healthz(State(p): State<Plumbing>) -> Response {
+    let report = p.domain.health().await;
+    let status = if report.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": report.status,
+        "instance": p.instance,
+        "shards": report.shards,
+        "memcached": report.memcached,
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(p): State<Plumbing>) -> Response {
+    let mut families = p.metrics.registry.gather();
+    families.extend(cache_metrics(&p));
+    let mut out = Vec::new();
+    match TextEncoder::new().encode(&families, &mut out) {
+        Ok(()) => ([("content-type", "text/plain; version=0.0.4")], out).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// The cache keeps plain atomics on its hot path; they become Prometheus
+/// counters only when scraped.
+fn cache_metrics(p: &Plumbing) -> Vec<prometheus::proto::MetricFamily> {
+    let cache = &p.domain.cache;
+    let counters = IntCounterVec::new(
+        Opts::new("onebook_cache_operations_total", "memcached lookups by outcome")
+            .const_label("instance", p.instance.clone()),
+        &["outcome"],
+    );
+    let Ok(counters) = counters else {
+        return Vec::new();
+    };
+    for (outcome, value) in [
+        ("hit", cache.hits.load(Ordering::Relaxed)),
+        ("miss", cache.misses.load(Ordering::Relaxed)),
+        ("error", cache.errors.load(Ordering::Relaxed)),
+    ] {
+        counters.with_label_values(&[outcome]).inc_by(value);
+    }
+    use prometheus::core::Collector;
+    counters.collect()
+}
+
+/// Binds and serves until SIGTERM or SIGINT, then lets in-flight requests
+/// finish.
+pub async fn serve(router: Router, listen: SocketAddr) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Bind { addr: listen, source })?;
+    tracing::info!(%listen, "listening");
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(ServeError::Serve)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGTERM handler; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
