@@ -36,18 +36,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json"));
         if !is_json {
-            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected Content-Type: application/json"));
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "expected Content-Type: application/json",
+            ));
         }
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
-            let status = e.status();
-            ApiError::new(status, e.body_text())
-        })?;
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                let status = e.status();
+                ApiError::new(status, e.body_text())
+            })?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         match serde_path_to_error::deserialize(&mut de) {
             Ok(value) => Ok(JsonBody(value)),
             Err(e) => {
                 let path = e.path().to_string();
-                let field = if path == "." { "body".to_string() } else { path };
+                let field = if path == "." {
+                    "body".to_string()
+                } else {
+                    path
+                };
                 Err(ApiError::bad_field(field, e.into_inner().to_string()))
             }
         }
@@ -63,8 +72,14 @@ struct SignUp {
     display_name: String,
 }
 
-async fn sign_up(State(state): State<AppState>, JsonBody(body): JsonBody<SignUp>) -> Result<Response, ApiError> {
-    let account = state.domain.sign_up(&body.email, &body.password, &body.display_name).await?;
+async fn sign_up(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<SignUp>,
+) -> Result<Response, ApiError> {
+    let account = state
+        .domain
+        .sign_up(&body.email, &body.password, &body.display_name)
+        .await?;
     Ok((StatusCode::CREATED, Json(account)).into_response())
 }
 
@@ -75,7 +90,10 @@ struct LogIn {
     password: String,
 }
 
-async fn log_in(State(state): State<AppState>, JsonBody(body): JsonBody<LogIn>) -> Result<Response, ApiError> {
+async fn log_in(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<LogIn>,
+) -> Result<Response, ApiError> {
     let (account, token) = state.domain.log_in(&body.email, &body.password).await?;
     let cookie = session_cookie(&token, state.secure_cookies);
     Ok((
@@ -90,7 +108,11 @@ async fn log_out(State(state): State<AppState>, request: Request) -> Result<Resp
     if let Some(token) = session_token(&parts) {
         state.domain.log_out(&token).await?;
     }
-    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear_cookie(state.secure_cookies))]).into_response())
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, clear_cookie(state.secure_cookies))],
+    )
+        .into_response())
 }
 
 async fn me(Authenticated(viewer): Authenticated) -> Json<onebook_domain::accounts::Viewer> {
@@ -116,7 +138,10 @@ async fn list_contacts(
     paging: Result<Query<Paging>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(paging) = paging.map_err(|e| ApiError::bad_field("query", e.body_text()))?;
-    let page = state.domain.list_contacts(&viewer, paging.offset, paging.limit).await?;
+    let page = state
+        .domain
+        .list_contacts(&viewer, paging.offset, paging.limit)
+        .await?;
     Ok(Json(page).into_response())
 }
 
@@ -124,7 +149,11 @@ async fn list_contacts(
 fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "body".to_string() } else { path };
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
         ApiError::bad_field(field, e.into_inner().to_string())
     })
 }
@@ -135,7 +164,9 @@ fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, A
 fn new_contact(mut body: serde_json::Value) -> Result<(Option<Uuid>, ContactCard), ApiError> {
     let id = match body.as_object_mut().and_then(|o| o.remove("id")) {
         None | Some(serde_json::Value::Null) => None,
-        Some(id) => Some(from_json_value::<Uuid>(id).map_err(|e| ApiError::bad_field("id", e.message))?),
+        Some(id) => {
+            Some(from_json_value::<Uuid>(id).map_err(|e| ApiError::bad_field("id", e.message))?)
+        }
     };
     Ok((id, from_json_value(body)?))
 }
@@ -148,7 +179,12 @@ async fn create_contact(
     let (id, card) = new_contact(body)?;
     let contact = state.domain.create_contact(&viewer, id, card).await?;
     let location = format!("/api/v1/contacts/{}", contact.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(contact)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(contact),
+    )
+        .into_response())
 }
 
 async fn get_contact(

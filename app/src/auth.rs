@@ -12,7 +12,11 @@ use onebook_domain::DomainError;
 pub const SESSION_COOKIE: &str = "onebook_session";
 
 pub fn session_token(parts: &Parts) -> Option<String> {
-    if let Some(value) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(value) = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         if let Some(token) = value.strip_prefix("Bearer ") {
             return Some(token.trim().to_string());
         }
@@ -45,11 +49,18 @@ pub struct Authenticated(pub Viewer);
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = session_token(parts).ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "authentication required"))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = session_token(parts)
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "authentication required"))?;
         match state.domain.viewer_for_session(&token).await {
             Ok(viewer) => Ok(Authenticated(viewer)),
-            Err(DomainError::Unauthenticated) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "session expired or invalid")),
+            Err(DomainError::Unauthenticated) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "session expired or invalid",
+            )),
             Err(e) => Err(e.into()),
         }
     }
@@ -61,7 +72,10 @@ pub struct MaybeAuthenticated(pub Option<Viewer>);
 impl FromRequestParts<AppState> for MaybeAuthenticated {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         match Authenticated::from_request_parts(parts, state).await {
             Ok(Authenticated(viewer)) => Ok(MaybeAuthenticated(Some(viewer))),
             Err(e) if e.status == StatusCode::UNAUTHORIZED => Ok(MaybeAuthenticated(None)),

@@ -29,7 +29,9 @@ pub struct WebSettings {
 
 impl Default for WebSettings {
     fn default() -> Self {
-        WebSettings { secure_cookies: true }
+        WebSettings {
+            secure_cookies: true,
+        }
     }
 }
 

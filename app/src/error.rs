@@ -37,14 +37,22 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not found"),
             DomainError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
             DomainError::Invalid { field, reason } => ApiError::bad_field(field, reason),
-            DomainError::Unauthenticated => ApiError::new(StatusCode::UNAUTHORIZED, "authentication required"),
+            DomainError::Unauthenticated => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "authentication required")
+            }
             DomainError::Unavailable { .. } => {
                 tracing::warn!(error = %e, "data tier unavailable");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable, retry")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily unavailable, retry",
+                )
             }
             DomainError::Database { .. } if onebook_domain::db::is_transient(&e) => {
                 tracing::warn!(error = %e, "data tier unavailable after retries");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable, retry")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily unavailable, retry",
+                )
             }
             other => {
                 tracing::error!(error = %other, "internal error");

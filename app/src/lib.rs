@@ -22,7 +22,12 @@ pub struct AppState {
     pub secure_cookies: bool,
 }
 
-pub fn router(state: AppState, metrics: HttpMetrics, instance: &str, max_body_bytes: usize) -> Router {
+pub fn router(
+    state: AppState,
+    metrics: HttpMetrics,
+    instance: &str,
+    max_body_bytes: usize,
+) -> Router {
     let plumbing = Plumbing {
         domain: state.domain.clone(),
         metrics: metrics.clone(),

@@ -68,7 +68,12 @@ async fn main() -> anyhow::Result<()> {
                 domain,
                 secure_cookies: config.web.secure_cookies,
             };
-            let app = router(state, metrics, &config.server.instance, config.server.max_body_bytes);
+            let app = router(
+                state,
+                metrics,
+                &config.server.instance,
+                config.server.max_body_bytes,
+            );
             onebook_service::serve(app, config.server.listen).await?;
         }
     }
@@ -86,10 +91,34 @@ async fn demo_account(domain: &Domain) -> anyhow::Result<()> {
     let (_, token) = domain.log_in(DEMO_EMAIL, DEMO_PASSWORD).await?;
     let viewer = domain.viewer_for_session(&token).await?;
     let people = [
-        ("Ada", "Lovelace", "ada@analytical.test", "+44 20 7946 0018", "Analytical Engines"),
-        ("Grace", "Hopper", "grace@cobol.test", "+1 202 555 0143", "US Navy"),
-        ("Alan", "Turing", "alan@bletchley.test", "+44 1908 640404", "Bletchley Park"),
-        ("Katherine", "Johnson", "katherine@nasa.test", "+1 757 555 0199", "NASA Langley"),
+        (
+            "Ada",
+            "Lovelace",
+            "ada@analytical.test",
+            "+44 20 7946 0018",
+            "Analytical Engines",
+        ),
+        (
+            "Grace",
+            "Hopper",
+            "grace@cobol.test",
+            "+1 202 555 0143",
+            "US Navy",
+        ),
+        (
+            "Alan",
+            "Turing",
+            "alan@bletchley.test",
+            "+44 1908 640404",
+            "Bletchley Park",
+        ),
+        (
+            "Katherine",
+            "Johnson",
+            "katherine@nasa.test",
+            "+1 757 555 0199",
+            "NASA Langley",
+        ),
     ];
     for (i, (given, family, email, phone, org)) in people.into_iter().enumerate() {
         // Fixed ids make re-running this command a no-op.
@@ -98,8 +127,14 @@ async fn demo_account(domain: &Domain) -> anyhow::Result<()> {
             formatted_name: format!("{given} {family}"),
             given_name: Some(given.to_string()),
             family_name: Some(family.to_string()),
-            emails: vec![Labeled { value: email.to_string(), label: Some("work".into()) }],
-            phones: vec![Labeled { value: phone.to_string(), label: Some("work".into()) }],
+            emails: vec![Labeled {
+                value: email.to_string(),
+                label: Some("work".into()),
+            }],
+            phones: vec![Labeled {
+                value: phone.to_string(),
+                label: Some("work".into()),
+            }],
             organization: Some(org.to_string()),
             note: None,
         };

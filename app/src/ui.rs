@@ -64,15 +64,28 @@ fn login_form(error: Option<&str>) -> String {
     )
 }
 
-async fn home(State(state): State<AppState>, MaybeAuthenticated(viewer): MaybeAuthenticated) -> Result<Response, ApiError> {
+async fn home(
+    State(state): State<AppState>,
+    MaybeAuthenticated(viewer): MaybeAuthenticated,
+) -> Result<Response, ApiError> {
     let Some(viewer) = viewer else {
         return Ok(page("Log in", &login_form(None)).into_response());
     };
     let contacts = state.domain.list_contacts(&viewer, 0, 500).await?;
     let mut rows = String::new();
     for contact in &contacts.contacts {
-        let emails: Vec<&str> = contact.card.emails.iter().map(|e| e.value.as_str()).collect();
-        let phones: Vec<&str> = contact.card.phones.iter().map(|p| p.value.as_str()).collect();
+        let emails: Vec<&str> = contact
+            .card
+            .emails
+            .iter()
+            .map(|e| e.value.as_str())
+            .collect();
+        let phones: Vec<&str> = contact
+            .card
+            .phones
+            .iter()
+            .map(|p| p.value.as_str())
+            .collect();
         rows.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&contact.card.formatted_name),
@@ -103,10 +116,16 @@ struct LoginForm {
     password: String,
 }
 
-async fn log_in(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Result<Response, ApiError> {
+async fn log_in(
+    State(state): State<AppState>,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, ApiError> {
     match state.domain.log_in(&form.email, &form.password).await {
         Ok((_, token)) => Ok((
-            [(header::SET_COOKIE, session_cookie(&token, state.secure_cookies))],
+            [(
+                header::SET_COOKIE,
+                session_cookie(&token, state.secure_cookies),
+            )],
             Redirect::to("/"),
         )
             .into_response()),
@@ -124,7 +143,11 @@ async fn log_out(State(state): State<AppState>, request: Request) -> Result<Resp
     if let Some(token) = session_token(&parts) {
         state.domain.log_out(&token).await?;
     }
-    Ok(([(header::SET_COOKIE, clear_cookie(state.secure_cookies))], Redirect::to("/")).into_response())
+    Ok((
+        [(header::SET_COOKIE, clear_cookie(state.secure_cookies))],
+        Redirect::to("/"),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -153,8 +176,14 @@ async fn add_contact(
     };
     let card = ContactCard {
         formatted_name: form.name,
-        emails: non_empty(form.email).map(|value| Labeled { value, label: None }).into_iter().collect(),
-        phones: non_empty(form.phone).map(|value| Labeled { value, label: None }).into_iter().collect(),
+        emails: non_empty(form.email)
+            .map(|value| Labeled { value, label: None })
+            .into_iter()
+            .collect(),
+        phones: non_empty(form.phone)
+            .map(|value| Labeled { value, label: None })
+            .into_iter()
+            .collect(),
         organization: non_empty(form.organization),
         ..ContactCard::default()
     };
@@ -168,6 +197,9 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

@@ -12,7 +12,10 @@ use uuid::Uuid;
 async fn contact_ids_on(node: &str, user_id: &Uuid) -> Vec<Uuid> {
     let client = pg(node).await;
     let rows = client
-        .query("SELECT id FROM contacts WHERE user_id = $1 ORDER BY id", &[user_id])
+        .query(
+            "SELECT id FROM contacts WHERE user_id = $1 ORDER BY id",
+            &[user_id],
+        )
         .await
         .unwrap_or_else(|e| panic!("{node}: {e}"));
     rows.iter().map(|r| r.get(0)).collect()
@@ -25,13 +28,23 @@ async fn stop_node_write_recover(node_index: usize) {
     let shard = user.shard_index();
     let url = format!("{}/api/v1/contacts", stack.edge_https);
 
-    let before = user.client.post(&url).json(&json!({"formatted_name": "Before"})).send().await.unwrap();
+    let before = user
+        .client
+        .post(&url)
+        .json(&json!({"formatted_name": "Before"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(before.status(), 201);
 
     let shard_arg = (shard + 1).to_string();
     let node_arg = node_index.to_string();
     let stopped = stack.datatier(&["stop-node", &shard_arg, &node_arg]);
-    assert!(stopped.status.success(), "stop-node: {}", String::from_utf8_lossy(&stopped.stderr));
+    assert!(
+        stopped.status.success(),
+        "stop-node: {}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
 
     // Every write must succeed while the node is down: the first ones hit
     // pgpool's failover, which the domain layer retries.
@@ -44,11 +57,24 @@ async fn stop_node_write_recover(node_index: usize) {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 201, "write {i} with node {node_index} down: {:?}", response.text().await);
+        assert_eq!(
+            response.status(),
+            201,
+            "write {i} with node {node_index} down: {:?}",
+            response.text().await
+        );
         let body: Value = response.json().await.unwrap();
         written.push(body["id"].as_str().unwrap().to_string());
     }
-    let listed: Value = user.client.get(&url).send().await.unwrap().json().await.unwrap();
+    let listed: Value = user
+        .client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["total"], 11);
 
     let recovered = stack.datatier(&["recover", &shard_arg, &node_arg]);
@@ -67,7 +93,13 @@ async fn stop_node_write_recover(node_index: usize) {
     assert_eq!(on_first, on_second);
 
     // And the stack still writes to both.
-    let after = user.client.post(&url).json(&json!({"formatted_name": "After"})).send().await.unwrap();
+    let after = user
+        .client
+        .post(&url)
+        .json(&json!({"formatted_name": "After"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(after.status(), 201);
     assert_eq!(contact_ids_on(&nodes[0], &user_id).await.len(), 12);
     assert_eq!(contact_ids_on(&nodes[1], &user_id).await.len(), 12);

@@ -12,7 +12,11 @@ async fn healthz_through_the_edge_reports_every_shard_and_memcached() {
     let client = stack.client();
     let mut instances = HashSet::new();
     for _ in 0..8 {
-        let response = client.get(format!("{}/healthz", stack.edge_https)).send().await.unwrap();
+        let response = client
+            .get(format!("{}/healthz", stack.edge_https))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["status"], "ok", "{body}");
@@ -49,7 +53,12 @@ async fn a_contact_written_through_the_edge_is_on_both_nodes_of_its_shard() {
     // Read back through the edge, twice: the second read may come from the
     // other instance or from memcached, and must be identical.
     for _ in 0..2 {
-        let response = user.client.get(format!("{}/api/v1/contacts/{id}", stack.edge_https)).send().await.unwrap();
+        let response = user
+            .client
+            .get(format!("{}/api/v1/contacts/{id}", stack.edge_https))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         let read: Value = response.json().await.unwrap();
         assert_eq!(read, created);
@@ -63,13 +72,20 @@ async fn a_contact_written_through_the_edge_is_on_both_nodes_of_its_shard() {
     for node in nodes {
         let client = pg(node).await;
         let row = client
-            .query_one("SELECT display_name, card::text, version, created_at FROM contacts WHERE id = $1", &[&id])
+            .query_one(
+                "SELECT display_name, card::text, version, created_at FROM contacts WHERE id = $1",
+                &[&id],
+            )
             .await
             .unwrap_or_else(|e| panic!("contact {id} missing on {node}: {e}"));
-        let values: (String, String, i64, chrono::DateTime<chrono::Utc>) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        let values: (String, String, i64, chrono::DateTime<chrono::Utc>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
         seen.push(values);
         let log = client
-            .query_one("SELECT count(*) FROM change_log WHERE contact_id = $1", &[&id])
+            .query_one(
+                "SELECT count(*) FROM change_log WHERE contact_id = $1",
+                &[&id],
+            )
             .await
             .unwrap();
         assert_eq!(log.get::<_, i64>(0), 1, "change log on {node}");
@@ -91,17 +107,33 @@ async fn another_users_contact_is_a_plain_404() {
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    let stolen = bob.client.get(format!("{}/api/v1/contacts/{id}", stack.edge_https)).send().await.unwrap();
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stolen = bob
+        .client
+        .get(format!("{}/api/v1/contacts/{id}", stack.edge_https))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stolen.status(), 404);
     let unknown = bob
         .client
-        .get(format!("{}/api/v1/contacts/{}", stack.edge_https, Uuid::new_v4()))
+        .get(format!(
+            "{}/api/v1/contacts/{}",
+            stack.edge_https,
+            Uuid::new_v4()
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
-    assert_eq!(stolen.text().await.unwrap(), unknown.text().await.unwrap(), "404 bodies must not differ");
+    assert_eq!(
+        stolen.text().await.unwrap(),
+        unknown.text().await.unwrap(),
+        "404 bodies must not differ"
+    );
     let listed: Value = bob
         .client
         .get(format!("{}/api/v1/contacts", stack.edge_https))
@@ -121,7 +153,13 @@ async fn a_retried_create_with_the_same_id_records_one_contact() {
     let id = Uuid::new_v4();
     let body = json!({"id": id, "formatted_name": "Only Once"});
     for _ in 0..3 {
-        let response = user.client.post(format!("{}/api/v1/contacts", stack.edge_https)).json(&body).send().await.unwrap();
+        let response = user
+            .client
+            .post(format!("{}/api/v1/contacts", stack.edge_https))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 201);
     }
     let listed: Value = user
@@ -135,7 +173,14 @@ async fn a_retried_create_with_the_same_id_records_one_contact() {
         .unwrap();
     assert_eq!(listed["total"], 1);
     let node = &stack.shard_nodes[user.shard_index()][0];
-    let log = pg(node).await.query_one("SELECT count(*) FROM change_log WHERE contact_id = $1", &[&id]).await.unwrap();
+    let log = pg(node)
+        .await
+        .query_one(
+            "SELECT count(*) FROM change_log WHERE contact_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
     assert_eq!(log.get::<_, i64>(0), 1);
 }
 
@@ -145,7 +190,10 @@ async fn bad_input_is_a_clear_400_naming_the_field() {
     let user = TestUser::sign_up(stack, "badinput").await;
     let url = format!("{}/api/v1/contacts", stack.edge_https);
     let cases = [
-        (json!({"formatted_name": "X", "emails": [{"value": "ok@x.test"}, {"value": "nope"}]}), "emails[1].value"),
+        (
+            json!({"formatted_name": "X", "emails": [{"value": "ok@x.test"}, {"value": "nope"}]}),
+            "emails[1].value",
+        ),
         (json!({"formatted_name": 42}), "formatted_name"),
         (json!({"formatted_name": "X", "colour": "red"}), "colour"),
     ];
@@ -180,5 +228,9 @@ async fn users_are_placed_on_every_shard() {
             break;
         }
     }
-    assert_eq!(shards.len(), stack.shard_urls.len(), "least-loaded placement used only {shards:?}");
+    assert_eq!(
+        shards.len(),
+        stack.shard_urls.len(),
+        "least-loaded placement used only {shards:?}"
+    );
 }

@@ -18,7 +18,9 @@ impl BotsConfig {
         let config: BotsConfig = load_toml(path)?;
         let file = path.display().to_string();
         config.database.validate(&file)?;
-        if !config.events.amqp_url.starts_with("amqp://") && !config.events.amqp_url.starts_with("amqps://") {
+        if !config.events.amqp_url.starts_with("amqp://")
+            && !config.events.amqp_url.starts_with("amqps://")
+        {
             return Err(SettingsError::Invalid {
                 file,
                 key: "events.amqp_url".into(),

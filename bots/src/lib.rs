@@ -14,7 +14,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use config::BotsConfig;
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use onebook_domain::Domain;
@@ -60,24 +63,46 @@ impl Bots {
 
     async fn consume_once(&self) -> Result<(), BotsError> {
         let events = &self.config.events;
-        let connection = Connection::connect(&events.amqp_url, ConnectionProperties::default()).await?;
+        let connection =
+            Connection::connect(&events.amqp_url, ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
         channel
             .exchange_declare(
                 events.exchange.as_str().into(),
                 ExchangeKind::Topic,
-                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await?;
         channel
-            .queue_declare(QUEUE.into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                QUEUE.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await?;
         channel
-            .queue_bind(QUEUE.into(), events.exchange.as_str().into(), "contact.*".into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                QUEUE.into(),
+                events.exchange.as_str().into(),
+                "contact.*".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         let mut consumer = channel
-            .basic_consume(QUEUE.into(), self.config.server.instance.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                QUEUE.into(),
+                self.config.server.instance.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         self.status.amqp_connected.store(true, Ordering::Relaxed);
         tracing::info!(queue = QUEUE, "consuming change events");
@@ -115,6 +140,10 @@ async fn healthz(State(state): State<HealthState>) -> impl IntoResponse {
         "events_seen": state.status.events_seen.load(Ordering::Relaxed),
         "shards": report.shards,
     });
-    let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body))
 }

@@ -30,7 +30,11 @@ async fn main() -> anyhow::Result<()> {
     let domain = Arc::new(Domain::new(&config.database, &CacheSettings::default())?);
     let status = Arc::new(BotsStatus::default());
     let listen = config.server.listen;
-    let bots = Arc::new(Bots { config, domain: domain.clone(), status: status.clone() });
+    let bots = Arc::new(Bots {
+        config,
+        domain: domain.clone(),
+        status: status.clone(),
+    });
     let consumer = tokio::spawn(async move { bots.run_consumer().await });
     let served = onebook_service::serve(health_router(domain, status), listen).await;
     consumer.abort();

@@ -6,10 +6,10 @@ use crate::db::db;
 use crate::error::DomainError;
 use crate::shard::ShardId;
 use crate::Domain;
-use rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use chrono::{DateTime, Duration, Utc};
+use rand_core::OsRng;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -41,9 +41,9 @@ pub struct Account {
 pub fn normalize_email(email: &str) -> Result<String, DomainError> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
-        && email
-            .split_once('@')
-            .is_some_and(|(local, host)| !local.is_empty() && host.contains('.') && !host.starts_with('.'))
+        && email.split_once('@').is_some_and(|(local, host)| {
+            !local.is_empty() && host.contains('.') && !host.starts_with('.')
+        })
         && !email.chars().any(char::is_whitespace);
     if valid {
         Ok(email)
@@ -112,7 +112,10 @@ impl Domain {
         let email = normalize_email(email)?;
         let display_name = display_name.trim().to_string();
         if display_name.chars().count() > 200 {
-            return Err(DomainError::invalid("display_name", "longer than 200 characters"));
+            return Err(DomainError::invalid(
+                "display_name",
+                "longer than 200 characters",
+            ));
         }
         let password_hash = hash_password(password).await?;
         let now = Utc::now();
@@ -125,7 +128,9 @@ impl Domain {
             let existing = self.account_row(placed.shard, placed.user_id).await?;
             return match existing {
                 Some((account, hash)) if verify_password(password, &hash).await? => Ok(account),
-                _ => Err(DomainError::Conflict("an account with this email already exists".into())),
+                _ => Err(DomainError::Conflict(
+                    "an account with this email already exists".into(),
+                )),
             };
         }
         let user_id = placed.user_id;
@@ -155,7 +160,11 @@ impl Domain {
         })
     }
 
-    async fn account_row(&self, shard: ShardId, user_id: Uuid) -> Result<Option<(Account, String)>, DomainError> {
+    async fn account_row(
+        &self,
+        shard: ShardId,
+        user_id: Uuid,
+    ) -> Result<Option<(Account, String)>, DomainError> {
         let shard_name = self.pools.shard(shard)?.name.clone();
         let row = self
             .pools
@@ -186,7 +195,11 @@ impl Domain {
     }
 
     /// Checks the password and opens a session; returns the session token.
-    pub async fn log_in(&self, email: &str, password: &str) -> Result<(Account, String), DomainError> {
+    pub async fn log_in(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<(Account, String), DomainError> {
         let email = normalize_email(email).map_err(|_| DomainError::Unauthenticated)?;
         let placed = self
             .router
@@ -285,7 +298,10 @@ mod tests {
 
     #[test]
     fn emails_are_normalized_and_checked() {
-        assert_eq!(normalize_email(" Demo@Onebook.Test ").unwrap(), "demo@onebook.test");
+        assert_eq!(
+            normalize_email(" Demo@Onebook.Test ").unwrap(),
+            "demo@onebook.test"
+        );
         for bad in ["", "no-at", "@host.test", "a@nodot", "a b@c.d", "a@.test"] {
             assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
         }

@@ -78,9 +78,9 @@ impl ShardPools {
     }
 
     pub fn shard(&self, id: ShardId) -> Result<&Shard, DomainError> {
-        self.shards.get(id.0).ok_or_else(|| {
-            DomainError::Corrupt(format!("shard index {} is not configured", id.0))
-        })
+        self.shards
+            .get(id.0)
+            .ok_or_else(|| DomainError::Corrupt(format!("shard index {} is not configured", id.0)))
     }
 
     /// The shard that holds the user directory (the first one configured).

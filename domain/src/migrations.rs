@@ -146,8 +146,20 @@ mod tests {
         for migration in MIGRATIONS {
             for statement in migration.statements {
                 let lower = statement.to_lowercase();
-                for banned in ["gen_random_uuid", "now()", "random()", "serial", "identity", "clock_timestamp", "current_timestamp"] {
-                    assert!(!lower.contains(banned), "migration {} uses {banned}: {statement}", migration.version);
+                for banned in [
+                    "gen_random_uuid",
+                    "now()",
+                    "random()",
+                    "serial",
+                    "identity",
+                    "clock_timestamp",
+                    "current_timestamp",
+                ] {
+                    assert!(
+                        !lower.contains(banned),
+                        "migration {} uses {banned}: {statement}",
+                        migration.version
+                    );
                 }
             }
         }

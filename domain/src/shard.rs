@@ -38,7 +38,11 @@ impl ShardRouter {
     }
 
     /// The shard of an existing user.
-    pub async fn shard_of(&self, pools: &ShardPools, user_id: Uuid) -> Result<ShardId, DomainError> {
+    pub async fn shard_of(
+        &self,
+        pools: &ShardPools,
+        user_id: Uuid,
+    ) -> Result<ShardId, DomainError> {
         if let Some(shard) = self.cached(user_id) {
             return Ok(shard);
         }
@@ -62,7 +66,11 @@ impl ShardRouter {
     }
 
     /// The directory entry for an email, if that account exists.
-    pub async fn find_by_email(&self, pools: &ShardPools, email: &str) -> Result<Option<Placed>, DomainError> {
+    pub async fn find_by_email(
+        &self,
+        pools: &ShardPools,
+        email: &str,
+    ) -> Result<Option<Placed>, DomainError> {
         let email = email.to_string();
         let row = pools
             .read(pools.directory_shard(), move |client| {
@@ -130,13 +138,19 @@ impl ShardRouter {
         Ok((placed, created))
     }
 
-    async fn choose_shard(&self, pools: &ShardPools, user_id: Uuid) -> Result<ShardId, DomainError> {
+    async fn choose_shard(
+        &self,
+        pools: &ShardPools,
+        user_id: Uuid,
+    ) -> Result<ShardId, DomainError> {
         let open: Vec<_> = pools.shards().iter().filter(|s| s.weight > 0).collect();
         match self.placement {
             Placement::Weighted => {
                 let total: u64 = open.iter().map(|s| u64::from(s.weight)).sum();
                 if total == 0 {
-                    return Err(DomainError::Corrupt("no shard accepts new users".to_string()));
+                    return Err(DomainError::Corrupt(
+                        "no shard accepts new users".to_string(),
+                    ));
                 }
                 // The id is random, so its low bits spread users by weight.
                 let mut point = (user_id.as_u128() as u64) % total;
@@ -147,14 +161,19 @@ impl ShardRouter {
                     }
                     point -= weight;
                 }
-                Err(DomainError::Corrupt("weighted placement fell through".to_string()))
+                Err(DomainError::Corrupt(
+                    "weighted placement fell through".to_string(),
+                ))
             }
             Placement::LeastLoaded => {
                 let counts: HashMap<i32, i64> = pools
                     .read(pools.directory_shard(), |client| {
                         Box::pin(async move {
                             let rows = client
-                                .query("SELECT shard, count(*) FROM user_directory GROUP BY shard", &[])
+                                .query(
+                                    "SELECT shard, count(*) FROM user_directory GROUP BY shard",
+                                    &[],
+                                )
                                 .await
                                 .map_err(db)?;
                             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())

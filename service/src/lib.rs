@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use onebook_domain::Domain;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -62,16 +64,26 @@ pub struct HttpMetrics {
 
 impl HttpMetrics {
     pub fn new(service: &str, instance: &str) -> Result<Self, prometheus::Error> {
-        let labels = [("service".to_string(), service.to_string()), ("instance".to_string(), instance.to_string())]
-            .into_iter()
-            .collect();
+        let labels = [
+            ("service".to_string(), service.to_string()),
+            ("instance".to_string(), instance.to_string()),
+        ]
+        .into_iter()
+        .collect();
         let registry = Registry::new_custom(Some("onebook".to_string()), Some(labels))?;
         let requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests by route, method and status"),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
             &["route", "method", "status"],
         )?;
         let latency = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route").buckets(vec![
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
             &["route"],
@@ -94,7 +106,11 @@ impl HttpMetrics {
 }
 
 /// axum middleware recording [`HttpMetrics`].
-pub async fn track_metrics(State(metrics): State<HttpMetrics>, request: Request<Body>, next: Next) -> Response {
+pub async fn track_metrics(
+    State(metrics): State<HttpMetrics>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -163,8 +179,11 @@ async fn metrics(State(p): State<Plumbing>) -> Response {
 fn cache_metrics(p: &Plumbing) -> Vec<prometheus::proto::MetricFamily> {
     let cache = &p.domain.cache;
     let counters = IntCounterVec::new(
-        Opts::new("onebook_cache_operations_total", "memcached lookups by outcome")
-            .const_label("instance", p.instance.clone()),
+        Opts::new(
+            "onebook_cache_operations_total",
+            "memcached lookups by outcome",
+        )
+        .const_label("instance", p.instance.clone()),
         &["outcome"],
     );
     let Ok(counters) = counters else {
@@ -186,12 +205,18 @@ fn cache_metrics(p: &Plumbing) -> Vec<prometheus::proto::MetricFamily> {
 pub async fn serve(router: Router, listen: SocketAddr) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|source| ServeError::Bind { addr: listen, source })?;
+        .map_err(|source| ServeError::Bind {
+            addr: listen,
+            source,
+        })?;
     tracing::info!(%listen, "listening");
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(ServeError::Serve)
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(ServeError::Serve)
 }
 
 async fn shutdown_signal() {

@@ -54,7 +54,8 @@ mod tests {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().to_string();
             if name.starts_with("sync-server") && name.ends_with(".toml") {
-                SyncServerConfig::load(&path, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+                SyncServerConfig::load(&path, &Overrides::default())
+                    .unwrap_or_else(|e| panic!("{e}"));
                 seen += 1;
             }
         }

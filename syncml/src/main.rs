@@ -40,7 +40,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let domain = Arc::new(Domain::new(&config.database, &config.cache)?);
     let metrics = HttpMetrics::new("sync-server", &config.server.instance)?;
-    let app = onebook_syncml::router(domain, metrics, &config.server.instance, config.server.max_body_bytes);
+    let app = onebook_syncml::router(
+        domain,
+        metrics,
+        &config.server.instance,
+        config.server.max_body_bytes,
+    );
     onebook_service::serve(app, config.server.listen).await?;
     Ok(())
 }

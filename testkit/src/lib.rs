@@ -47,37 +47,63 @@ impl Stack {
     /// these tests are meant to fail loudly, never to skip.
     pub fn get() -> &'static Stack {
         static STACK: OnceLock<Stack> = OnceLock::new();
-        STACK.get_or_init(|| Stack::load().unwrap_or_else(|e| panic!("{e}\nStart the stack with `./dev up`, or run everything with `./dev test`.")))
+        STACK.get_or_init(|| {
+            Stack::load().unwrap_or_else(|e| {
+                panic!("{e}\nStart the stack with `./dev up`, or run everything with `./dev test`.")
+            })
+        })
     }
 
     fn load() -> Result<Stack, String> {
-        let repo = std::env::var("ONEBOOK_REPO").map(PathBuf::from).unwrap_or_else(|_| repo_root());
-        let mut vars: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("ONEBOOK_")).collect();
+        let repo = std::env::var("ONEBOOK_REPO")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| repo_root());
+        let mut vars: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("ONEBOOK_"))
+            .collect();
         if !vars.contains_key("ONEBOOK_SHARD_URLS") {
             let stack_dir = vars
                 .get("ONEBOOK_STACK_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| repo.join(".stack"));
             let file = stack_dir.join("endpoints.env");
-            let text = std::fs::read_to_string(&file).map_err(|e| format!("no stack endpoints: {}: {e}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("no stack endpoints: {}: {e}", file.display()))?;
             for line in text.lines() {
                 if let Some((k, v)) = line.split_once('=') {
                     let v = v.trim().trim_matches('"').trim_matches('\'');
-                    vars.entry(k.trim().to_string()).or_insert_with(|| v.to_string());
+                    vars.entry(k.trim().to_string())
+                        .or_insert_with(|| v.to_string());
                 }
             }
         }
-        let get = |key: &str| vars.get(key).cloned().ok_or_else(|| format!("{key} is not set"));
+        let get = |key: &str| {
+            vars.get(key)
+                .cloned()
+                .ok_or_else(|| format!("{key} is not set"))
+        };
         let shard_urls = split(&get("ONEBOOK_SHARD_URLS")?);
         let mut shard_nodes = Vec::new();
         for i in 1..=shard_urls.len() {
             shard_nodes.push(split(&get(&format!("ONEBOOK_SHARD{i}_NODES"))?));
         }
         Ok(Stack {
-            stack_dir: vars.get("ONEBOOK_STACK_DIR").map(PathBuf::from).unwrap_or_else(|| repo.join(".stack")),
-            edge_https: vars.get("ONEBOOK_EDGE_HTTPS").cloned().unwrap_or_else(|| "https://localhost:8443".into()),
-            edge_http: vars.get("ONEBOOK_EDGE_HTTP").cloned().unwrap_or_else(|| "http://localhost:8080".into()),
-            ca_file: vars.get("ONEBOOK_CA_FILE").map(PathBuf::from).unwrap_or_else(|| repo.join("certs/dev/ca.pem")),
+            stack_dir: vars
+                .get("ONEBOOK_STACK_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo.join(".stack")),
+            edge_https: vars
+                .get("ONEBOOK_EDGE_HTTPS")
+                .cloned()
+                .unwrap_or_else(|| "https://localhost:8443".into()),
+            edge_http: vars
+                .get("ONEBOOK_EDGE_HTTP")
+                .cloned()
+                .unwrap_or_else(|| "http://localhost:8080".into()),
+            ca_file: vars
+                .get("ONEBOOK_CA_FILE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo.join("certs/dev/ca.pem")),
             shard_urls,
             shard_nodes,
             amqp_url: get("ONEBOOK_AMQP_URL")?,
@@ -88,8 +114,10 @@ impl Stack {
     /// An HTTPS client that trusts only the dev CA, with a cookie jar.
     pub fn client(&self) -> reqwest::Client {
         install_crypto_provider();
-        let pem = std::fs::read(&self.ca_file).unwrap_or_else(|e| panic!("{}: {e}", self.ca_file.display()));
-        let ca = reqwest::Certificate::from_pem(&pem).unwrap_or_else(|e| panic!("{}: {e}", self.ca_file.display()));
+        let pem = std::fs::read(&self.ca_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.ca_file.display()));
+        let ca = reqwest::Certificate::from_pem(&pem)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.ca_file.display()));
         reqwest::Client::builder()
             .tls_certs_only([ca])
             .cookie_store(true)
@@ -134,7 +162,10 @@ pub fn unique_email(prefix: &str) -> String {
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{nanos:x}{:x}{n}", std::process::id())
 }
@@ -155,11 +186,18 @@ impl TestUser {
         let password = "test-password-1";
         let response = client
             .post(format!("{}/api/v1/accounts", stack.edge_https))
-            .json(&serde_json::json!({"email": email, "password": password, "display_name": prefix}))
+            .json(
+                &serde_json::json!({"email": email, "password": password, "display_name": prefix}),
+            )
             .send()
             .await
             .unwrap_or_else(|e| panic!("sign-up request: {e}"));
-        assert_eq!(response.status(), 201, "sign-up: {:?}", response.text().await);
+        assert_eq!(
+            response.status(),
+            201,
+            "sign-up: {:?}",
+            response.text().await
+        );
         let account: serde_json::Value = response.json().await.unwrap_or_default();
         let response = client
             .post(format!("{}/api/v1/session", stack.edge_https))
