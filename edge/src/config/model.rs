@@ -1,0 +1,290 @@
+//! The one internal configuration model. Built only by `super::load` (which validates),
+//! never deserialized directly: defaults, path resolution and cross-references are settled
+//! here so the proxy never re-checks them per request.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::de::{self, Deserialize, Deserializer};
+
+use crate::tls::CertSet;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from, kept so a reload re-reads the same file.
+    pub path: PathBuf,
+    pub server: Server,
+    pub admin: Admin,
+    pub listeners: Vec<Listener>,
+    /// In match order (see `proxy::routing`), not file order.
+    pub routes: Vec<Route>,
+    /// Sorted by name.
+    pub pools: Vec<Pool>,
+}
+
+impl Config {
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    pub fn listener(&self, name: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Worker threads per service (Pingora's default of 1 would cap the proxy at one core).
+    pub threads: usize,
+    /// How long Pingora waits after SIGTERM before stopping the runtimes; in-flight
+    /// requests keep running meanwhile.
+    pub grace_period: Duration,
+    /// Upper bound for the runtimes to finish once stopped.
+    pub shutdown_timeout: Duration,
+    /// Holds the pid file and the upgrade socket; per instance so several edges (tests,
+    /// blue/green) never collide on Pingora's `/tmp` defaults.
+    pub state_dir: PathBuf,
+    pub upstream_keepalive_pool: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: Option<ListenerTls>,
+    pub h2: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Loaded and checked at config load, so a config that passes `edge check` cannot fail
+    /// (or panic inside Pingora) on its certificates at startup.
+    pub certs: CertSet,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Label in metrics and logs.
+    pub name: String,
+    pub host: Option<HostPattern>,
+    pub path_prefix: String,
+    pub pool: String,
+    pub redirect_https: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// Lower-case host without port.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`; matches exactly one more label or more
+    /// (`a.example.com`, `a.b.example.com`), never `example.com` itself.
+    Suffix(String),
+}
+
+impl HostPattern {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let host = raw.trim().to_ascii_lowercase();
+        if host.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if host.contains(':') || host.contains('/') {
+            return Err("must be a bare host name (no port, scheme or path)".into());
+        }
+        match host.strip_prefix('*') {
+            Some(rest) if rest.starts_with('.') && rest.len() > 1 && !rest[1..].contains('*') => {
+                Ok(HostPattern::Suffix(rest.to_owned()))
+            }
+            Some(_) => Err("wildcards are only allowed as a leading `*.`".into()),
+            None if host.contains('*') => {
+                Err("wildcards are only allowed as a leading `*.`".into())
+            }
+            None => Ok(HostPattern::Exact(host)),
+        }
+    }
+
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Suffix(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    pub servers: Vec<Upstream>,
+    pub algorithm: Algorithm,
+    /// Idle lifetime of a pooled upstream connection; zero disables reuse.
+    pub keepalive: Duration,
+    pub connect_timeout: Duration,
+    pub read_timeout: Option<Duration>,
+    /// Extra attempts on other servers after a failed connect (never after a request was
+    /// sent, so non-idempotent requests are never replayed).
+    pub connect_retries: usize,
+    pub health_check: Option<HealthCheck>,
+    /// Passive health (nginx's `max_fails`/`fail_timeout`); `None` when disabled.
+    pub passive: Option<Passive>,
+}
+
+/// After `max_fails` failed attempts within `fail_timeout`, a server is skipped for
+/// `fail_timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passive {
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+}
+
+/// Active probing of every server of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    pub kind: HealthCheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HealthCheckKind {
+    Tcp,
+    Http { path: String, host: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub address: SocketAddr,
+    pub weight: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Consistent hashing (ketama ring) on a request key, for session affinity that
+    /// survives adding or removing a server.
+    Ketama { key: HashKey },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    Cookie(String),
+    /// Lower-case header name.
+    Header(String),
+    ClientIp,
+    Path,
+}
+
+impl FromStr for HashKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let named = |kind: &str, name: &str| {
+            if name.is_empty() {
+                Err(format!("`{kind}:` needs a name, e.g. `{kind}:session`"))
+            } else {
+                Ok(name.to_owned())
+            }
+        };
+        match s.split_once(':') {
+            Some(("cookie", name)) => Ok(HashKey::Cookie(named("cookie", name)?)),
+            Some(("header", name)) => {
+                let name = named("header", name)?.to_ascii_lowercase();
+                http::HeaderName::from_str(&name)
+                    .map_err(|_| format!("`{name}` is not a valid header name"))?;
+                Ok(HashKey::Header(name))
+            }
+            None if s == "client_ip" => Ok(HashKey::ClientIp),
+            None if s == "path" => Ok(HashKey::Path),
+            _ => Err(format!(
+                "unknown hash key `{s}`; expected `cookie:NAME`, `header:NAME`, `client_ip` or `path`"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HashKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+/// A duration written with a unit (`"500ms"`, `"5s"`, `"2m"`, `"1h"`), so a config never
+/// leaves the reader guessing whether `30` meant seconds or milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration(pub std::time::Duration);
+
+impl Duration {
+    pub const fn from_secs(s: u64) -> Self {
+        Duration(std::time::Duration::from_secs(s))
+    }
+
+    pub const fn from_millis(ms: u64) -> Self {
+        Duration(std::time::Duration::from_millis(ms))
+    }
+
+    /// Whole seconds, rounded up, for Pingora settings that only take seconds.
+    pub fn ceil_secs(self) -> u64 {
+        let d = self.0;
+        d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    }
+}
+
+impl FromStr for Duration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{s}` has no unit; write e.g. \"{s}s\" or \"{s}ms\""))?;
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration like \"500ms\" or \"5s\""))?;
+        let ms = match unit {
+            "ms" => Some(n),
+            "s" => n.checked_mul(1000),
+            "m" => n.checked_mul(60_000),
+            "h" => n.checked_mul(3_600_000),
+            _ => return Err(format!("unknown unit `{unit}` in `{s}`; use ms, s, m or h")),
+        };
+        ms.map(Duration::from_millis)
+            .ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms.is_multiple_of(1000) {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}

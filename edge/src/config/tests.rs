@@ -1,0 +1,207 @@
+use std::path::{Path, PathBuf};
+
+use super::model::{self, Algorithm, HashKey, HostPattern, Passive};
+use super::*;
+use std::sync::OnceLock;
+
+use crate::tls::dev::{ensure_dev_certs, DevCerts};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("onebook-edge-config-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Any cert path resolves to freshly made dev certs: the samples name production paths.
+fn with_dev_certs(src: &str, path: &Path) -> Result<Config, ConfigError> {
+    static DEV: OnceLock<DevCerts> = OnceLock::new();
+    let dev = DEV.get_or_init(|| ensure_dev_certs(&scratch("certs"), true).expect("dev certs"));
+    let loader = move |_: &Path, _: &Path| load_certified_key(&dev.leaf_cert, &dev.leaf_key);
+    parse_with(src, path, Path::new("/srv/onebook"), &loader)
+}
+
+const MINIMAL: &str = r#"
+[[listener]]
+name = "http"
+address = "127.0.0.1:8080"
+
+[[route]]
+pool = "web"
+
+[pool.web]
+servers = [{ address = "127.0.0.1:8101" }]
+"#;
+
+fn parse_ok(src: &str) -> Config {
+    with_dev_certs(src, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn parse_err(src: &str) -> ConfigError {
+    match with_dev_certs(src, Path::new("test.toml")) {
+        Ok(_) => panic!("config unexpectedly valid:\n{src}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn every_sample_config_parses() {
+    let dir = repo_root().join("configs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("configs dir") {
+        let path = entry.expect("dir entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if !(name.starts_with("edge") && name.ends_with(".toml")) {
+            continue;
+        }
+        let src = std::fs::read_to_string(&path).expect("read sample");
+        if let Err(e) = with_dev_certs(&src, &path) {
+            panic!("{e}");
+        }
+        seen += 1;
+    }
+    assert!(
+        seen >= 2,
+        "expected configs/edge.dev.toml and configs/edge.toml"
+    );
+}
+
+#[test]
+fn dev_config_matches_the_stack_layout() {
+    let path = repo_root().join("configs/edge.dev.toml");
+    let src = std::fs::read_to_string(&path).expect("read dev config");
+    let cfg = with_dev_certs(&src, &path).unwrap_or_else(|e| panic!("{e}"));
+    let https = cfg.listener("https").expect("https listener");
+    assert_eq!(https.address.port(), 8443);
+    assert!(https.tls.is_some() && https.h2);
+    assert_eq!(cfg.listener("http").map(|l| l.address.port()), Some(8080));
+    assert_eq!(cfg.admin.listen.to_string(), "127.0.0.1:9901");
+    assert_eq!(cfg.routes[0].path_prefix, "/sync");
+    assert_eq!(cfg.routes[0].pool, "sync");
+    let sync: Vec<u16> = cfg
+        .pool("sync")
+        .expect("sync")
+        .servers
+        .iter()
+        .map(|s| s.address.port())
+        .collect();
+    assert_eq!(sync, [8201, 8202]);
+    let web = cfg.pool("webapp").expect("webapp");
+    assert_eq!(web.algorithm, Algorithm::RoundRobin);
+    assert_eq!(web.servers.len(), 2);
+}
+
+#[test]
+fn defaults_are_filled_in() {
+    let cfg = parse_ok(MINIMAL);
+    assert_eq!(cfg.admin.listen, DEFAULT_ADMIN_LISTEN);
+    assert_eq!(cfg.server.state_dir, Path::new("/srv/onebook/.stack/edge"));
+    let l = &cfg.listeners[0];
+    assert!(l.tls.is_none() && !l.h2);
+    let p = &cfg.pools[0];
+    assert_eq!((p.servers[0].weight, p.connect_retries), (1, 0));
+    assert_eq!(cfg.routes[0].path_prefix, "/");
+    assert_eq!(
+        p.passive,
+        Some(Passive {
+            max_fails: 1,
+            fail_timeout: model::Duration::from_secs(10)
+        })
+    );
+    let off = parse_ok(&MINIMAL.replace("[pool.web]", "[pool.web]\nmax_fails = 0"));
+    assert_eq!(off.pools[0].passive, None);
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let src = MINIMAL.replace("name = \"http\"", "name = \"http\"\nport = 80");
+    let e = parse_err(&src);
+    assert_eq!(e.line, Some(4), "{e}");
+    assert_eq!(e.key, "listener[0].port", "{e}");
+    assert!(e.message.contains("unknown field `port`"), "{e}");
+}
+
+#[test]
+fn bad_value_names_key_and_line() {
+    let src = MINIMAL.replace("127.0.0.1:8101", "not-an-address");
+    let e = parse_err(&src);
+    assert_eq!(e.key, "pool.web.servers[0].address", "{e}");
+    assert_eq!(e.line, Some(10), "{e}");
+}
+
+#[test]
+fn syntax_error_has_a_line() {
+    let e = parse_err("[server\nthreads = 2\n");
+    assert_eq!(e.line, Some(1), "{e}");
+}
+
+#[test]
+fn unknown_pool_is_rejected() {
+    let e = parse_err(&MINIMAL.replace("pool = \"web\"", "pool = \"nope\""));
+    assert_eq!((e.key.as_str(), e.line), ("route[0].pool", Some(7)), "{e}");
+    assert!(e.message.contains("unknown pool `nope`"), "{e}");
+}
+
+#[test]
+fn ketama_needs_a_hash_key() {
+    let e = parse_err(&MINIMAL.replace("[pool.web]", "[pool.web]\nalgorithm = \"ketama\""));
+    assert_eq!(e.key, "pool.web.hash_key", "{e}");
+    let cfg = parse_ok(&MINIMAL.replace(
+        "[pool.web]",
+        "[pool.web]\nalgorithm = \"ketama\"\nhash_key = \"cookie:sid\"",
+    ));
+    assert_eq!(
+        cfg.pools[0].algorithm,
+        Algorithm::Ketama {
+            key: HashKey::Cookie("sid".into())
+        }
+    );
+}
+
+#[test]
+fn durations_need_units() {
+    let e = parse_err(&MINIMAL.replace("[pool.web]", "[pool.web]\nkeepalive = \"30\""));
+    assert_eq!(e.key, "pool.web.keepalive", "{e}");
+    assert!(e.message.contains("no unit"), "{e}");
+}
+
+#[test]
+fn routes_are_ordered_most_specific_first() {
+    let src = format!(
+        "{MINIMAL}\n[[route]]\npath_prefix = \"/sync\"\npool = \"web\"\n\n[[route]]\nhost = \"*.onebook.test\"\npool = \"web\"\n\n[[route]]\nhost = \"app.onebook.test\"\npool = \"web\"\n"
+    );
+    let cfg = parse_ok(&src);
+    let order: Vec<_> = cfg.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        order,
+        ["app.onebook.test/", "*.onebook.test/", "/sync", "/"]
+    );
+    assert!(HostPattern::parse("*.onebook.test")
+        .expect("pattern")
+        .matches("a.onebook.test"));
+    assert!(!HostPattern::parse("*.onebook.test")
+        .expect("pattern")
+        .matches("onebook.test"));
+}
+
+#[test]
+fn missing_certificate_names_the_file_key() {
+    let src = MINIMAL.replace(
+        "address = \"127.0.0.1:8080\"",
+        "address = \"127.0.0.1:8443\"\ntls = { cert = \"/nonexistent/cert.pem\", key = \"/nonexistent/key.pem\" }",
+    );
+    let e = parse(&src, Path::new("test.toml"), Path::new("/")).expect_err("missing cert");
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("listener[0].tls.cert", Some(5)),
+        "{e}"
+    );
+    assert!(e.message.contains("/nonexistent/cert.pem"), "{e}");
+}
