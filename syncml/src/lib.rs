@@ -5,7 +5,13 @@
 //! protocol engine arrives with the SyncML issue. Until then `/sync`
 //! answers 501 so a client gets a clear error, never a fake success.
 
+pub mod codec;
 pub mod config;
+pub mod devinf;
+pub mod message;
+pub mod tree;
+pub mod wbxml;
+pub mod xml;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -16,7 +22,12 @@ use onebook_domain::Domain;
 use onebook_service::{plumbing_routes, track_metrics, HttpMetrics, Plumbing};
 use std::sync::Arc;
 
-pub fn router(domain: Arc<Domain>, metrics: HttpMetrics, instance: &str, max_body_bytes: usize) -> Router {
+pub fn router(
+    domain: Arc<Domain>,
+    metrics: HttpMetrics,
+    instance: &str,
+    max_body_bytes: usize,
+) -> Router {
     let plumbing = Plumbing {
         domain,
         metrics: metrics.clone(),
@@ -30,5 +41,8 @@ pub fn router(domain: Arc<Domain>, metrics: HttpMetrics, instance: &str, max_bod
 }
 
 async fn sync() -> impl IntoResponse {
-    (StatusCode::NOT_IMPLEMENTED, "SyncML sessions are not implemented yet\n")
+    (
+        StatusCode::NOT_IMPLEMENTED,
+        "SyncML sessions are not implemented yet\n",
+    )
 }
