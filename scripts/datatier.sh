@@ -6,6 +6,7 @@
 #   scripts/datatier.sh status            one line per service; exit 1 if anything is unhealthy
 #   scripts/datatier.sh recover S N       online recovery of shard S node N (after a test killed it)
 #   scripts/datatier.sh stop-node S N     pg_ctl stop -m immediate of shard S node N (for failover tests)
+#   scripts/datatier.sh stop-rabbitmq     stop the broker alone (for outage tests); start-rabbitmq brings it back
 #   scripts/datatier.sh mem               RSS and PSS of the stack's processes
 #   scripts/datatier.sh purge             down, then delete $STACK_DIR and the socket dir
 #
@@ -988,6 +989,22 @@ cmd_stop_node() {
     echo "datatier: stopped $(node_name "$1" "$2") (port $(pg_port "$1" "$2")) with -m immediate"
 }
 
+# A broker outage for tests: the node stops in order (messages on disk survive), epmd stays.
+cmd_stop_rabbitmq() {
+    [[ $WITH_RABBIT == 1 ]] || die "RabbitMQ is disabled (STACK_RABBITMQ=0)"
+    take_lock
+    stop_procs 30 "TERM:$(beam_pid)" "TERM:$(rabbit_wrapper_pid)"
+    echo "datatier: RabbitMQ stopped"
+}
+
+cmd_start_rabbitmq() {
+    [[ $WITH_RABBIT == 1 ]] || die "RabbitMQ is disabled (STACK_RABBITMQ=0)"
+    take_lock
+    start_rabbit
+    wait_rabbit
+    echo "datatier: RabbitMQ ready on 127.0.0.1:$AMQP_PORT"
+}
+
 # RSS counts shared pages (pgpool's and PostgreSQL's shared memory) once per process; PSS splits
 # them fairly, so the PSS total is what the stack really costs.
 cmd_mem() {
@@ -1028,6 +1045,8 @@ case "$CMD" in
     status) cmd_status ;;
     recover) cmd_recover "$@" ;;
     stop-node) cmd_stop_node "$@" ;;
+    stop-rabbitmq) cmd_stop_rabbitmq ;;
+    start-rabbitmq) cmd_start_rabbitmq ;;
     mem) cmd_mem ;;
     purge) cmd_purge ;;
     -h | --help | help) sed -n '2,25p' "$0" ;;

@@ -4,13 +4,16 @@ use crate::auth::{clear_cookie, session_cookie, session_token, Authenticated};
 use crate::error::ApiError;
 use crate::AppState;
 use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use onebook_domain::contacts::ContactCard;
+use onebook_domain::contact_queries::{ContactQuery, SortOrder};
+use onebook_domain::contacts::{Contact, ContactCard};
+use onebook_domain::DomainError;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::json;
 use uuid::Uuid;
 
 pub fn routes() -> Router<AppState> {
@@ -18,8 +21,23 @@ pub fn routes() -> Router<AppState> {
         .route("/accounts", post(sign_up))
         .route("/session", post(log_in).delete(log_out))
         .route("/me", get(me))
+        .route("/account/password", axum::routing::put(change_password))
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/contacts", get(list_contacts).post(create_contact))
-        .route("/contacts/{id}", get(get_contact))
+        .route("/contacts/bulk-delete", post(bulk_delete))
+        .route("/contacts/import", post(import_vcards))
+        .route("/contacts/export.vcf", get(export_vcards))
+        .route("/groups", get(groups))
+        .route("/duplicates", get(duplicates))
+        .route("/duplicates/merge", post(merge))
+        .route("/merges/{id}/undo", post(undo_merge))
+        .route(
+            "/contacts/{id}",
+            get(get_contact).put(update_contact).delete(delete_contact),
+        )
+        .route("/changes", get(changes))
+        .route("/openapi.json", get(openapi))
 }
 
 /// A JSON body whose errors name the offending field (`emails[1].value`),
@@ -90,11 +108,37 @@ struct LogIn {
     password: String,
 }
 
+/// Logs in, unless the email is throttled after too many failures (429).
+pub async fn checked_log_in(
+    state: &AppState,
+    email: &str,
+    password: &str,
+) -> Result<(onebook_domain::accounts::Account, String), ApiError> {
+    if let Some(wait) = state.domain.login_throttled(email).await? {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins; try again later",
+        );
+        error.retry_after = Some(wait);
+        return Err(error);
+    }
+    match state.domain.log_in(email, password).await {
+        Err(DomainError::Unauthenticated) => {
+            state.domain.record_login_failure(email).await?;
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "wrong email or password",
+            ))
+        }
+        other => Ok(other?),
+    }
+}
+
 async fn log_in(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<LogIn>,
 ) -> Result<Response, ApiError> {
-    let (account, token) = state.domain.log_in(&body.email, &body.password).await?;
+    let (account, token) = checked_log_in(&state, &body.email, &body.password).await?;
     let cookie = session_cookie(&token, state.secure_cookies);
     Ok((
         [(header::SET_COOKIE, cookie)],
@@ -121,7 +165,13 @@ async fn me(Authenticated(viewer): Authenticated) -> Json<onebook_domain::accoun
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Paging {
+struct ListParams {
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    sort: SortOrder,
     #[serde(default)]
     offset: i64,
     #[serde(default = "default_limit")]
@@ -135,13 +185,17 @@ fn default_limit() -> i64 {
 async fn list_contacts(
     State(state): State<AppState>,
     Authenticated(viewer): Authenticated,
-    paging: Result<Query<Paging>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(paging) = paging.map_err(|e| ApiError::bad_field("query", e.body_text()))?;
-    let page = state
-        .domain
-        .list_contacts(&viewer, paging.offset, paging.limit)
-        .await?;
+    let Query(params) = params.map_err(|e| ApiError::bad_field("query", e.body_text()))?;
+    let query = ContactQuery {
+        search: params.q,
+        group: params.group,
+        sort: params.sort,
+        offset: params.offset,
+        limit: params.limit,
+    };
+    let page = state.domain.query_contacts(&viewer, query).await?;
     Ok(Json(page).into_response())
 }
 
@@ -192,8 +246,306 @@ async fn get_contact(
     Authenticated(viewer): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    // A malformed id is as unknown as someone else's: 404 either way.
-    let id = Uuid::try_parse(&id).map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not found"))?;
+    let id = contact_id(&id)?;
     let contact = state.domain.get_contact(&viewer, id).await?;
-    Ok(Json(contact).into_response())
+    Ok(with_etag(contact))
+}
+
+fn etag(version: i64) -> String {
+    format!("\"v{version}\"")
+}
+
+fn with_etag(contact: Contact) -> Response {
+    let tag = etag(contact.version);
+    ([(header::ETAG, tag)], Json(contact)).into_response()
+}
+
+/// The version an `If-Match` header asks for: `None` without the header or
+/// for `*`; an error for a tag we never issued.
+fn if_match_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let value = value.to_str().unwrap_or("").trim();
+    if value == "*" {
+        return Ok(None);
+    }
+    value
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .strip_prefix('v')
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "If-Match does not name a version of this contact",
+            )
+        })
+}
+
+fn contact_id(raw: &str) -> Result<Uuid, ApiError> {
+    // A malformed id is as unknown as someone else's: 404 either way.
+    Uuid::try_parse(raw).map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not found"))
+}
+
+async fn update_contact(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let id = contact_id(&id)?;
+    let wanted = if_match_version(&headers)?;
+    let (body_id, card) = new_contact(body)?;
+    if body_id.is_some_and(|b| b != id) {
+        return Err(ApiError::bad_field("id", "does not match the URL"));
+    }
+    match state.domain.update_contact(&viewer, id, wanted, card).await {
+        Ok(contact) => Ok(with_etag(contact)),
+        Err(DomainError::Conflict(message)) => {
+            Err(ApiError::new(StatusCode::PRECONDITION_FAILED, message))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn delete_contact(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = contact_id(&id)?;
+    state.domain.delete_contact(&viewer, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkDelete {
+    ids: Vec<Uuid>,
+}
+
+async fn bulk_delete(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+    JsonBody(body): JsonBody<BulkDelete>,
+) -> Result<Response, ApiError> {
+    let outcome = state.domain.delete_contacts(&viewer, body.ids).await?;
+    Ok(Json(outcome).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeParams {
+    #[serde(default)]
+    since: i64,
+    #[serde(default = "default_change_limit")]
+    limit: i64,
+}
+
+fn default_change_limit() -> i64 {
+    500
+}
+
+async fn changes(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+    params: Result<Query<ChangeParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_field("query", e.body_text()))?;
+    let feed = state
+        .domain
+        .changes_since(&viewer, params.since, params.limit)
+        .await?;
+    Ok(Json(feed).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+    request_parts: axum::http::request::Parts,
+    JsonBody(body): JsonBody<PasswordChange>,
+) -> Result<Response, ApiError> {
+    let keep = session_token(&request_parts);
+    state
+        .domain
+        .change_password(
+            &viewer,
+            &body.current_password,
+            &body.new_password,
+            keep.as_deref(),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_tokens(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.domain.list_api_tokens(&viewer).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+    JsonBody(body): JsonBody<NewToken>,
+) -> Result<Response, ApiError> {
+    let (token, secret) = state.domain.create_api_token(&viewer, &body.name).await?;
+    let body = json!({"id": token.id, "name": token.name, "created_at": token.created_at, "token": secret});
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = contact_id(&id)?;
+    state.domain.revoke_api_token(&viewer, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The API's OpenAPI 3.1 description, kept beside the code and checked
+/// against the running routes by `tests/openapi.rs`.
+pub const OPENAPI: &str = include_str!("../assets/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Media types a vCard upload may come with.
+const VCARD_TYPES: &[&str] = &[
+    "text/vcard",
+    "text/x-vcard",
+    "text/directory",
+    "application/octet-stream",
+];
+
+async fn import_vcards(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if !VCARD_TYPES.contains(&content_type.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the .vcf file as text/vcard",
+        ));
+    }
+    let report = state.domain.import_vcards(&viewer, &body).await?;
+    let status = if report.imported == 0 && !report.errors.is_empty() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(report)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportParams {
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+}
+
+async fn export_vcards(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+    params: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_field("query", e.body_text()))?;
+    let version = match params.version.as_deref() {
+        None => onebook_domain::vcard::Version::V30,
+        Some(v) => onebook_domain::vcard::Version::from_value(v)
+            .ok_or_else(|| ApiError::bad_field("version", "must be 2.1, 3.0 or 4.0"))?,
+    };
+    let text = state
+        .domain
+        .export_vcards(&viewer, version, params.group)
+        .await?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                format!("{}; charset=utf-8", version.media_type()),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"onebook.vcf\"".to_string(),
+            ),
+        ],
+        text,
+    )
+        .into_response())
+}
+
+async fn groups(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.domain.groups(&viewer).await?).into_response())
+}
+
+async fn duplicates(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.domain.duplicate_pairs(&viewer).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MergeRequest {
+    keep: Uuid,
+    merge: Vec<Uuid>,
+}
+
+async fn merge(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+    JsonBody(body): JsonBody<MergeRequest>,
+) -> Result<Response, ApiError> {
+    let outcome = state
+        .domain
+        .merge_contacts(&viewer, body.keep, body.merge)
+        .await?;
+    Ok(Json(outcome).into_response())
+}
+
+async fn undo_merge(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = contact_id(&id)?;
+    let restored = state.domain.undo_merge(&viewer, id).await?;
+    Ok(Json(json!({ "restored": restored })).into_response())
 }

@@ -1,5 +1,5 @@
-//! Who is asking: a session cookie (browser) or `Authorization: Bearer`
-//! with the same session token (scripts, tests).
+//! Who is asking: a session cookie (browser), or `Authorization: Bearer`
+//! with a session token or a personal API token (`obk_...`, scripts).
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -55,7 +55,12 @@ impl FromRequestParts<AppState> for Authenticated {
     ) -> Result<Self, Self::Rejection> {
         let token = session_token(parts)
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "authentication required"))?;
-        match state.domain.viewer_for_session(&token).await {
+        let resolved = if token.starts_with(onebook_domain::credentials::TOKEN_PREFIX) {
+            state.domain.viewer_for_api_token(&token).await
+        } else {
+            state.domain.viewer_for_session(&token).await
+        };
+        match resolved {
             Ok(viewer) => Ok(Authenticated(viewer)),
             Err(DomainError::Unauthenticated) => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -66,20 +71,48 @@ impl FromRequestParts<AppState> for Authenticated {
     }
 }
 
-/// Extractor: the user if logged in; for pages that show a login form.
-pub struct MaybeAuthenticated(pub Option<Viewer>);
+/// Extractor: the session token of a logged-in browser plus its user, for
+/// form posts that must carry the matching CSRF token.
+pub struct BrowserSession {
+    pub viewer: Viewer,
+    pub token: String,
+}
 
-impl FromRequestParts<AppState> for MaybeAuthenticated {
+impl BrowserSession {
+    pub fn csrf(&self) -> String {
+        onebook_domain::Domain::csrf_token(&self.token)
+    }
+
+    /// Form posts must echo the session's CSRF token; a cross-site form
+    /// cannot know it.
+    pub fn check_csrf(&self, submitted: &str) -> Result<(), ApiError> {
+        if submitted == self.csrf() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "stale or missing form token; reload the page",
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for BrowserSession {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        match Authenticated::from_request_parts(parts, state).await {
-            Ok(Authenticated(viewer)) => Ok(MaybeAuthenticated(Some(viewer))),
-            Err(e) if e.status == StatusCode::UNAUTHORIZED => Ok(MaybeAuthenticated(None)),
-            Err(e) => Err(e),
+        let token = session_token(parts)
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "authentication required"))?;
+        match state.domain.viewer_for_session(&token).await {
+            Ok(viewer) => Ok(BrowserSession { viewer, token }),
+            Err(DomainError::Unauthenticated) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "session expired or invalid",
+            )),
+            Err(e) => Err(e.into()),
         }
     }
 }

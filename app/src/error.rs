@@ -11,6 +11,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds, for 429 and 503 answers.
+    pub retry_after: Option<i64>,
 }
 
 impl ApiError {
@@ -19,6 +21,7 @@ impl ApiError {
             status,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -27,6 +30,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
             field: Some(field.into()),
+            retry_after: None,
         }
     }
 }
@@ -68,6 +72,14 @@ impl IntoResponse for ApiError {
         if let Some(field) = self.field {
             body["field"] = serde_json::Value::String(field);
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }

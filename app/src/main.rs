@@ -136,7 +136,7 @@ async fn demo_account(domain: &Domain) -> anyhow::Result<()> {
                 label: Some("work".into()),
             }],
             organization: Some(org.to_string()),
-            note: None,
+            ..ContactCard::default()
         };
         domain.create_contact(&viewer, Some(id), card).await?;
     }

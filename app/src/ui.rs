@@ -1,16 +1,17 @@
 //! The server-rendered web UI: log in, list and add contacts. Plain HTML
 //! forms, so it works in any browser without JavaScript.
 
-use crate::auth::{clear_cookie, session_cookie, session_token, MaybeAuthenticated};
+use crate::api::checked_log_in;
+use crate::auth::{clear_cookie, session_cookie, BrowserSession};
 use crate::error::ApiError;
 use crate::AppState;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::header;
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use onebook_domain::contacts::{ContactCard, Labeled};
-use onebook_domain::DomainError;
 use serde::Deserialize;
 
 pub fn routes() -> Router<AppState> {
@@ -64,13 +65,26 @@ fn login_form(error: Option<&str>) -> String {
     )
 }
 
+/// A browser session, or `None` for a visitor who is not logged in.
+fn logged_in(
+    session: Result<BrowserSession, ApiError>,
+) -> Result<Option<BrowserSession>, ApiError> {
+    match session {
+        Ok(session) => Ok(Some(session)),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 async fn home(
     State(state): State<AppState>,
-    MaybeAuthenticated(viewer): MaybeAuthenticated,
+    session: Result<BrowserSession, ApiError>,
 ) -> Result<Response, ApiError> {
-    let Some(viewer) = viewer else {
+    let Some(session) = logged_in(session)? else {
         return Ok(page("Log in", &login_form(None)).into_response());
     };
+    let csrf = session.csrf();
+    let viewer = session.viewer;
     let contacts = state.domain.list_contacts(&viewer, 0, 500).await?;
     let mut rows = String::new();
     for contact in &contacts.contacts {
@@ -95,10 +109,11 @@ async fn home(
         ));
     }
     let body = format!(
-        "<p>Logged in as {} · <form class=\"inline\" method=\"post\" action=\"/logout\"><button>Log out</button></form></p>\
+        "<p>Logged in as {} · <form class=\"inline\" method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button>Log out</button></form></p>\
          <h2>Contacts ({})</h2><table><thead><tr><th>Name</th><th>Email</th><th>Phone</th><th>Organisation</th></tr></thead>\
          <tbody>{rows}</tbody></table>\
          <h2>Add a contact</h2><form method=\"post\" action=\"/contacts/new\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <label>Name <input name=\"name\" required></label>\
          <label>Email <input name=\"email\" type=\"email\"></label>\
          <label>Phone <input name=\"phone\" type=\"tel\"></label>\
@@ -120,7 +135,7 @@ async fn log_in(
     State(state): State<AppState>,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
-    match state.domain.log_in(&form.email, &form.password).await {
+    match checked_log_in(&state, &form.email, &form.password).await {
         Ok((_, token)) => Ok((
             [(
                 header::SET_COOKIE,
@@ -129,19 +144,39 @@ async fn log_in(
             Redirect::to("/"),
         )
             .into_response()),
-        Err(DomainError::Unauthenticated) => Ok((
-            axum::http::StatusCode::UNAUTHORIZED,
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => Ok((
+            StatusCode::UNAUTHORIZED,
             page("Log in", &login_form(Some("Wrong email or password."))),
         )
             .into_response()),
-        Err(e) => Err(e.into()),
+        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            page(
+                "Log in",
+                &login_form(Some(
+                    "Too many failed attempts. Try again in a few minutes.",
+                )),
+            ),
+        )
+            .into_response()),
+        Err(e) => Err(e),
     }
 }
 
-async fn log_out(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    let (parts, _) = request.into_parts();
-    if let Some(token) = session_token(&parts) {
-        state.domain.log_out(&token).await?;
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn log_out(
+    State(state): State<AppState>,
+    session: Result<BrowserSession, ApiError>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, ApiError> {
+    if let Some(session) = logged_in(session)? {
+        session.check_csrf(&form.csrf)?;
+        state.domain.log_out(&session.token).await?;
     }
     Ok((
         [(header::SET_COOKIE, clear_cookie(state.secure_cookies))],
@@ -152,6 +187,8 @@ async fn log_out(State(state): State<AppState>, request: Request) -> Result<Resp
 
 #[derive(Deserialize)]
 struct ContactForm {
+    #[serde(default)]
+    csrf: String,
     name: String,
     #[serde(default)]
     email: String,
@@ -168,12 +205,14 @@ fn non_empty(value: String) -> Option<String> {
 
 async fn add_contact(
     State(state): State<AppState>,
-    MaybeAuthenticated(viewer): MaybeAuthenticated,
+    session: Result<BrowserSession, ApiError>,
     Form(form): Form<ContactForm>,
 ) -> Result<Response, ApiError> {
-    let Some(viewer) = viewer else {
+    let Some(session) = logged_in(session)? else {
         return Ok(Redirect::to("/").into_response());
     };
+    session.check_csrf(&form.csrf)?;
+    let viewer = session.viewer;
     let card = ContactCard {
         formatted_name: form.name,
         emails: non_empty(form.email)

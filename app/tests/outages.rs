@@ -1,12 +1,22 @@
-//! A PostgreSQL node dies under a shard; writes through the whole stack keep
-//! succeeding, and online recovery brings the node back identical.
+//! Outages of real parts of the data tier, through the whole stack:
+//! a PostgreSQL node dies under a shard (writes keep succeeding, and online
+//! recovery brings the node back identical), and RabbitMQ restarts (every
+//! change event is still delivered, none lost).
 //!
-//! This test stops and rebuilds a node, which makes pgpool drop every client
-//! connection of that shard, so `./dev test` runs it on its own, after the
-//! other tests.
+//! These tests stop real services, which disturbs everything else using
+//! them, so `./dev test` runs this binary on its own, one test at a time,
+//! after the other tests.
 
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use onebook_testkit::{pg, Stack, TestUser};
 use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::time::Duration;
 use uuid::Uuid;
 
 async fn contact_ids_on(node: &str, user_id: &Uuid) -> Vec<Uuid> {
@@ -113,4 +123,145 @@ async fn writes_survive_losing_a_standby_node_and_recovery_resyncs_it() {
 #[tokio::test]
 async fn writes_survive_losing_the_main_node_and_recovery_resyncs_it() {
     stop_node_write_recover(0).await;
+}
+
+async fn create_contacts(user: &TestUser, stack: &Stack, names: &[&str]) {
+    for name in names {
+        let response = user
+            .client
+            .post(format!("{}/api/v1/contacts", stack.edge_https))
+            .json(&json!({ "formatted_name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "creating {name}");
+    }
+}
+
+#[tokio::test]
+async fn every_change_event_is_delivered_across_a_rabbitmq_restart() {
+    let stack = Stack::get();
+    let user = TestUser::sign_up(stack, "events").await;
+    let user_id = Uuid::parse_str(&user.id).unwrap();
+    let queue = format!("test.events.{}", Uuid::new_v4().simple());
+
+    // A durable queue of our own, bound before the first change, survives
+    // the broker restart with whatever it holds.
+    {
+        let connection = Connection::connect(&stack.amqp_url, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .exchange_declare(
+                "onebook.changes".into(),
+                ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                "onebook.changes".into(),
+                "contact.*".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = connection.close(200, "bound".into()).await;
+    }
+
+    create_contacts(&user, stack, &["Before 1", "Before 2", "Before 3"]).await;
+    let stopped = stack.datatier(&["stop-rabbitmq"]);
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    // Writes don't need the broker: their events wait in the outbox.
+    create_contacts(&user, stack, &["During 1", "During 2", "During 3"]).await;
+    let started = stack.datatier(&["start-rabbitmq"]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    create_contacts(&user, stack, &["After 1", "After 2", "After 3"]).await;
+
+    let node = &stack.shard_nodes[user.shard_index()][0];
+    let expected: HashSet<String> = pg(node)
+        .await
+        .query("SELECT id FROM outbox WHERE user_id = $1", &[&user_id])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, Uuid>(0).to_string())
+        .collect();
+    assert_eq!(expected.len(), 9, "one event per change");
+
+    let connection = Connection::connect(&stack.amqp_url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "outage-test".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut seen = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !expected.is_subset(&seen) {
+        let next = tokio::time::timeout_at(deadline, consumer.next()).await;
+        let Ok(Some(delivery)) = next else {
+            panic!(
+                "only {} of {} events arrived: missing {:?}",
+                expected.intersection(&seen).count(),
+                expected.len(),
+                expected.difference(&seen).collect::<Vec<_>>()
+            );
+        };
+        let delivery = delivery.unwrap();
+        if let Some(id) = delivery.properties.message_id() {
+            seen.insert(id.to_string());
+        }
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    let _ = channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+
+    // Every event is marked published on both nodes.
+    for node in &stack.shard_nodes[user.shard_index()] {
+        let pending: i64 = pg(node)
+            .await
+            .query_one(
+                "SELECT count(*) FROM outbox WHERE user_id = $1 AND published_at IS NULL",
+                &[&user_id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(pending, 0, "unpublished events on {node}");
+    }
 }

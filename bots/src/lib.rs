@@ -1,9 +1,11 @@
 //! The sync bots: workers that move contact changes between Onebook and
 //! online services (Google, Highrise) through RabbitMQ.
 //!
-//! This first cut keeps a durable queue bound to the change exchange and
-//! consumes it with manual acks, reconnecting with back-off when the broker
-//! goes away. The per-service sync logic arrives with the bots issue.
+//! The process runs two loops: the outbox relay (every shard's committed
+//! change events → the RabbitMQ topic exchange, with publisher confirms) and
+//! a consumer of a durable queue bound to that exchange, with manual acks.
+//! Both reconnect with back-off when the broker goes away. The per-service
+//! sync logic (Google, Highrise) arrives with the bots issue.
 
 pub mod config;
 
@@ -14,12 +16,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use config::BotsConfig;
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Connection, ConnectionProperties};
+use onebook_domain::events::{declare_exchange, RelayStatus};
 use onebook_domain::Domain;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -66,17 +66,7 @@ impl Bots {
         let connection =
             Connection::connect(&events.amqp_url, ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
-        channel
-            .exchange_declare(
-                events.exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        declare_exchange(&channel, &events.exchange).await?;
         channel
             .queue_declare(
                 QUEUE.into(),
@@ -120,23 +110,38 @@ impl Bots {
 struct HealthState {
     domain: Arc<Domain>,
     status: Arc<BotsStatus>,
+    relay: Arc<RelayStatus>,
 }
 
-/// `/healthz` of the bots: the broker connection and the shards.
-pub fn health_router(domain: Arc<Domain>, status: Arc<BotsStatus>) -> Router {
+/// `/healthz` of the bots: the broker connections and the shards.
+pub fn health_router(
+    domain: Arc<Domain>,
+    status: Arc<BotsStatus>,
+    relay: Arc<RelayStatus>,
+) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .with_state(HealthState { domain, status })
+        .with_state(HealthState {
+            domain,
+            status,
+            relay,
+        })
 }
 
 async fn healthz(State(state): State<HealthState>) -> impl IntoResponse {
     let report = state.domain.health().await;
     let amqp = state.status.amqp_connected.load(Ordering::Relaxed);
+    let relay = state.relay.connected.load(Ordering::Relaxed);
     let shards_up = report.shards.iter().all(|s| s.up);
-    let healthy = amqp && shards_up;
+    let healthy = amqp && relay && shards_up;
     let body = serde_json::json!({
         "status": if healthy { "ok" } else { "degraded" },
         "amqp": { "up": amqp },
+        "relay": {
+            "up": relay,
+            "published": state.relay.published.load(Ordering::Relaxed),
+            "failures": state.relay.failures.load(Ordering::Relaxed),
+        },
         "events_seen": state.status.events_seen.load(Ordering::Relaxed),
         "shards": report.shards,
     });

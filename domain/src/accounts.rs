@@ -52,6 +52,20 @@ pub fn normalize_email(email: &str) -> Result<String, DomainError> {
     }
 }
 
+/// At most this many argon2 computations at once per process. Each one
+/// holds 19 MiB (argon2id's default memory cost); unbounded, a burst of
+/// logins would grow the process by that much per request and leave the
+/// allocator's arenas large afterwards.
+const CONCURRENT_HASHES: usize = 2;
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CONCURRENT_HASHES);
+
+async fn hashing_permit() -> Result<tokio::sync::SemaphorePermit<'static>, DomainError> {
+    HASHING
+        .acquire()
+        .await
+        .map_err(|e| DomainError::Hashing(e.to_string()))
+}
+
 pub async fn hash_password(password: &str) -> Result<String, DomainError> {
     if password.chars().count() < MIN_PASSWORD_LEN {
         return Err(DomainError::invalid(
@@ -60,6 +74,7 @@ pub async fn hash_password(password: &str) -> Result<String, DomainError> {
         ));
     }
     let password = password.to_string();
+    let _permit = hashing_permit().await?;
     // argon2 is deliberately slow: keep it off the async workers.
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
@@ -75,6 +90,7 @@ pub async fn hash_password(password: &str) -> Result<String, DomainError> {
 pub async fn verify_password(password: &str, hash: &str) -> Result<bool, DomainError> {
     let password = password.to_string();
     let hash = hash.to_string();
+    let _permit = hashing_permit().await?;
     tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&hash).map_err(|e| DomainError::Corrupt(e.to_string()))?;
         Ok(Argon2::default()
@@ -85,7 +101,7 @@ pub async fn verify_password(password: &str, hash: &str) -> Result<bool, DomainE
     .map_err(|e| DomainError::Hashing(e.to_string()))?
 }
 
-fn token_hash(token: &str) -> String {
+pub(crate) fn token_hash(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }

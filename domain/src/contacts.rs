@@ -24,6 +24,10 @@ pub struct Labeled {
 }
 
 /// The editable content of a contact.
+///
+/// Stored as jsonb in `contacts.card` and exposed as is by the JSON API, so
+/// field names are stable and every field added after the first release is
+/// optional: old rows and old clients keep working.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContactCard {
@@ -35,12 +39,187 @@ pub struct ContactCard {
     pub family_name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub emails: Vec<Labeled>,
+    /// `label` is "home", "work", "mobile", "fax", "pager" or combinations
+    /// like "work fax" (what Google and Highrise call a phone type), or
+    /// any custom text.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phones: Vec<Labeled>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Middle names (vCard N "additional names").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_names: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_suffix: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nicknames: Vec<String>,
+    /// Units of `organization`, outermost first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub departments: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub titles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<Address>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<Labeled>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ims: Vec<ImHandle>,
+    /// `label` is the service ("twitter", "linkedin", ...), `value` the
+    /// profile URL or handle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub social_profiles: Vec<Labeled>,
+    /// `YYYY-MM-DD`, `--MM-DD` without a year, or the source text when it
+    /// is neither (a date-time, "circa 1800").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birthday: Option<String>,
+    /// Same format as `birthday`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anniversary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub photo: Option<Photo>,
+    /// Groups / tags (vCard CATEGORIES).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    /// Plain `X-...` properties, editable as key/value pairs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_fields: Vec<CustomField>,
+    /// What the vCard sources said that is not modelled above, per source,
+    /// so exporting back to a source loses nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vcard_extras: Vec<VcardExtras>,
+}
+
+/// A postal address (vCard ADR components).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub po_box: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub extended: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub street: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub locality: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub postal_code: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub country: String,
+}
+
+impl Address {
+    pub fn is_empty(&self) -> bool {
+        self.parts().iter().all(|p| p.trim().is_empty())
+    }
+
+    /// The ADR component order.
+    pub fn parts(&self) -> [&str; 7] {
+        [
+            &self.po_box,
+            &self.extended,
+            &self.street,
+            &self.locality,
+            &self.region,
+            &self.postal_code,
+            &self.country,
+        ]
+    }
+}
+
+/// An instant-messaging handle: `protocol` is the URI scheme of vCard 4.0
+/// IMPP ("xmpp", "sip", "skype", "aim", ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImHandle {
+    pub protocol: String,
+    pub handle: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// The contact's picture: inline bytes (base64) or a link.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Photo {
+    /// e.g. "image/jpeg"; absent when the source did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// Standard base64 of the image bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
+
+impl Photo {
+    /// The image bytes, when inline and well-formed.
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        self.data.as_deref().and_then(crate::vcard::decode_base64)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomField {
+    /// The property name, e.g. "X-SPOUSE".
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+/// The unmodelled rest of one vCard source (a SyncML device, a CardDAV
+/// address book, a file import).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VcardExtras {
+    pub source: String,
+    pub version: crate::vcard::Version,
+    /// Properties not modelled at all, in source order (UID, REV, GEO, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<crate::vcard::Property>,
+    /// Parameters and groups of modelled properties that the model has no
+    /// place for (`TYPE=INTERNET`, `PREF`, `item1.`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<ParamAttachment>,
+}
+
+/// Leftover parameters of one modelled property. They follow the value: an
+/// export re-attaches them to the property whose model value has the same
+/// `key` (e.g. the email address), so editing a value drops stale ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamAttachment {
+    /// The source property name (X-JABBER, not IMPP, when that is what the
+    /// source used).
+    pub property: String,
+    #[serde(default)]
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<crate::vcard::Param>,
+}
+
+/// E.164 form of a phone number when it is valid. `default_region` (ISO
+/// 3166 alpha-2, the user's country) is needed for national numbers; numbers
+/// written with `+` are read without it.
+pub fn phone_e164(raw: &str, default_region: Option<&str>) -> Option<String> {
+    let region = default_region.and_then(|r| r.to_ascii_uppercase().parse().ok());
+    let number = phonenumber::parse(region, raw).ok()?;
+    if !phonenumber::is_valid(&number) {
+        return None;
+    }
+    Some(number.format().mode(phonenumber::Mode::E164).to_string())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +241,9 @@ pub struct ContactPage {
 }
 
 pub const MAX_PAGE: i64 = 500;
+
+/// 512 KiB of image as base64.
+const MAX_PHOTO_BASE64: usize = 512 * 1024 * 4 / 3 + 4;
 
 impl ContactCard {
     /// Fills the display name from the parts when absent and checks sizes.
@@ -89,20 +271,40 @@ impl ContactCard {
             ));
         }
         if self.formatted_name.chars().count() > 500 {
-            return Err(DomainError::invalid("formatted_name", "longer than 500 characters"));
+            return Err(DomainError::invalid(
+                "formatted_name",
+                "longer than 500 characters",
+            ));
         }
         if self.note.as_ref().is_some_and(|n| n.len() > 64 * 1024) {
             return Err(DomainError::invalid("note", "longer than 64 KiB"));
         }
+        // The card is one jsonb value read on every list page: keep photos
+        // to thumbnails.
+        if let Some(photo) = &self.photo {
+            if photo
+                .data
+                .as_ref()
+                .is_some_and(|d| d.len() > MAX_PHOTO_BASE64)
+            {
+                return Err(DomainError::invalid("photo.data", "larger than 512 KiB"));
+            }
+            if photo.data.is_some() && photo.bytes().is_none() {
+                return Err(DomainError::invalid("photo.data", "not base64"));
+            }
+        }
         for (i, email) in self.emails.iter().enumerate() {
             if !email.value.contains('@') {
-                return Err(DomainError::invalid(format!("emails[{i}].value"), "not an email address"));
+                return Err(DomainError::invalid(
+                    format!("emails[{i}].value"),
+                    "not an email address",
+                ));
             }
         }
         Ok(self)
     }
 
-    fn sort_key(&self) -> String {
+    pub(crate) fn sort_key(&self) -> String {
         let key = self
             .family_name
             .as_deref()
@@ -113,20 +315,38 @@ impl ContactCard {
     }
 
     /// Lower-cased text the search matches against.
-    fn search_text(&self) -> String {
+    pub(crate) fn search_text(&self) -> String {
         let mut parts = vec![self.formatted_name.clone()];
         parts.extend(self.given_name.clone());
         parts.extend(self.family_name.clone());
         parts.extend(self.organization.clone());
+        parts.extend(self.departments.iter().cloned());
+        parts.extend(self.nicknames.iter().cloned());
+        parts.extend(self.titles.iter().cloned());
         parts.extend(self.emails.iter().map(|e| e.value.clone()));
         parts.extend(self.phones.iter().map(|p| p.value.clone()));
+        // "+49 30 111222" is found by "+4930111222" too; national numbers
+        // need the user's region, which the card does not know.
+        parts.extend(
+            self.phones
+                .iter()
+                .filter_map(|p| phone_e164(&p.value, None)),
+        );
         parts.join(" ").to_lowercase()
+    }
+
+    /// E.164 of each phone, in `phones` order, where the number is valid.
+    pub fn phones_e164(&self, default_region: Option<&str>) -> Vec<Option<String>> {
+        self.phones
+            .iter()
+            .map(|p| phone_e164(&p.value, default_region))
+            .collect()
     }
 }
 
 /// Appends one change to the user's history: bumps the data version, logs
 /// the change and queues the event, all in the caller's transaction.
-async fn record_change(
+pub(crate) async fn record_change(
     tx: &Transaction<'_>,
     user_id: Uuid,
     contact_id: Uuid,
@@ -161,7 +381,66 @@ async fn record_change(
     Ok(seq)
 }
 
-fn row_to_contact(row: &tokio_postgres::Row) -> Result<Contact, DomainError> {
+/// A validated card with everything its row needs, computed once, outside
+/// the retry loop.
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedCard {
+    pub id: Uuid,
+    pub name: String,
+    pub sort_key: String,
+    pub search_text: String,
+    pub json: serde_json::Value,
+}
+
+impl PreparedCard {
+    pub(crate) fn new(id: Uuid, card: ContactCard) -> Result<Self, DomainError> {
+        Ok(PreparedCard {
+            id,
+            name: card.formatted_name.clone(),
+            sort_key: card.sort_key(),
+            search_text: card.search_text(),
+            json: serde_json::to_value(&card).map_err(|e| DomainError::Corrupt(e.to_string()))?,
+        })
+    }
+}
+
+/// Inserts one contact in the caller's transaction. Idempotent: replaying
+/// the same id returns the stored contact and records nothing twice; an id
+/// owned by another user is a conflict that reveals nothing about it.
+pub(crate) async fn insert_contact(
+    tx: &Transaction<'_>,
+    user_id: Uuid,
+    card: &PreparedCard,
+    now: DateTime<Utc>,
+) -> Result<Contact, DomainError> {
+    let inserted = tx
+        .execute(
+            "INSERT INTO contacts (id, user_id, display_name, sort_key, search_text, card, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) ON CONFLICT (id) DO NOTHING",
+            &[&card.id, &user_id, &card.name, &card.sort_key, &card.search_text, &card.json, &now],
+        )
+        .await
+        .map_err(db)?;
+    if inserted == 1 {
+        let payload =
+            serde_json::json!({"user_id": user_id, "contact_id": card.id, "op": "create"});
+        record_change(tx, user_id, card.id, "create", now, payload).await?;
+    }
+    let row = tx
+        .query_one(
+            "SELECT id, user_id, card, version, created_at, updated_at FROM contacts WHERE id = $1",
+            &[&card.id],
+        )
+        .await
+        .map_err(db)?;
+    let owner: Uuid = row.get("user_id");
+    if owner != user_id {
+        return Err(DomainError::Conflict("contact id already in use".into()));
+    }
+    row_to_contact(&row)
+}
+
+pub(crate) fn row_to_contact(row: &tokio_postgres::Row) -> Result<Contact, DomainError> {
     let card: serde_json::Value = row.get("card");
     Ok(Contact {
         id: row.get("id"),
@@ -182,56 +461,23 @@ impl Domain {
         id: Option<Uuid>,
         card: ContactCard,
     ) -> Result<Contact, DomainError> {
-        let card = card.validated()?;
-        let id = id.unwrap_or_else(Uuid::now_v7);
-        let now = Utc::now();
-        let card_json = serde_json::to_value(&card).map_err(|e| DomainError::Corrupt(e.to_string()))?;
-        let (sort_key, search_text) = (card.sort_key(), card.search_text());
+        let prepared = PreparedCard::new(id.unwrap_or_else(Uuid::now_v7), card.validated()?)?;
         let user_id = viewer.id;
-        let stored = self
-            .pools
+        self.pools
             .write(viewer.shard, move |tx| {
-                let (card_json, sort_key, search_text) =
-                    (card_json.clone(), sort_key.clone(), search_text.clone());
-                Box::pin(async move {
-                    let name = card_json
-                        .get("formatted_name")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default()
-                        .to_string();
-                    let inserted = tx
-                        .execute(
-                            "INSERT INTO contacts (id, user_id, display_name, sort_key, search_text, card, version, created_at, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) ON CONFLICT (id) DO NOTHING",
-                            &[&id, &user_id, &name, &sort_key, &search_text, &card_json, &now],
-                        )
-                        .await
-                        .map_err(db)?;
-                    if inserted == 1 {
-                        let payload = serde_json::json!({"user_id": user_id, "contact_id": id, "op": "create"});
-                        record_change(tx, user_id, id, "create", now, payload).await?;
-                    }
-                    let row = tx
-                        .query_one(
-                            "SELECT id, user_id, card, version, created_at, updated_at FROM contacts WHERE id = $1",
-                            &[&id],
-                        )
-                        .await
-                        .map_err(db)?;
-                    let owner: Uuid = row.get("user_id");
-                    if owner != user_id {
-                        // Someone else's id: say nothing about it.
-                        return Err(DomainError::Conflict("contact id already in use".into()));
-                    }
-                    row_to_contact(&row)
-                })
+                let prepared = prepared.clone();
+                Box::pin(async move { insert_contact(tx, user_id, &prepared, Utc::now()).await })
             })
-            .await?;
-        Ok(stored)
+            .await
     }
 
     pub async fn get_contact(&self, viewer: &Viewer, id: Uuid) -> Result<Contact, DomainError> {
-        let key = format!("c:{}:{}:{}", viewer.id.simple(), viewer.change_seq, id.simple());
+        let key = format!(
+            "c:{}:{}:{}",
+            viewer.id.simple(),
+            viewer.change_seq,
+            id.simple()
+        );
         if let Some(bytes) = self.cache.get(&key).await {
             if let Ok(contact) = serde_json::from_slice::<Contact>(&bytes) {
                 return Ok(contact);
@@ -262,14 +508,26 @@ impl Domain {
     }
 
     /// One page of the user's contacts in name order.
-    pub async fn list_contacts(&self, viewer: &Viewer, offset: i64, limit: i64) -> Result<ContactPage, DomainError> {
+    pub async fn list_contacts(
+        &self,
+        viewer: &Viewer,
+        offset: i64,
+        limit: i64,
+    ) -> Result<ContactPage, DomainError> {
         if offset < 0 {
             return Err(DomainError::invalid("offset", "must not be negative"));
         }
         if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(DomainError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
+            return Err(DomainError::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE}"),
+            ));
         }
-        let key = format!("l:{}:{}:{offset}:{limit}", viewer.id.simple(), viewer.change_seq);
+        let key = format!(
+            "l:{}:{}:{offset}:{limit}",
+            viewer.id.simple(),
+            viewer.change_seq
+        );
         if let Some(bytes) = self.cache.get(&key).await {
             if let Ok(page) = serde_json::from_slice::<ContactPage>(&bytes) {
                 return Ok(page);
@@ -317,7 +575,10 @@ mod tests {
             organization: Some("Analytical Engines Ltd".into()),
             ..Default::default()
         };
-        assert_eq!(card.validated().unwrap().formatted_name, "Analytical Engines Ltd");
+        assert_eq!(
+            card.validated().unwrap().formatted_name,
+            "Analytical Engines Ltd"
+        );
         assert!(ContactCard::default().validated().is_err());
     }
 
@@ -326,8 +587,14 @@ mod tests {
         let card = ContactCard {
             formatted_name: "X".into(),
             emails: vec![
-                Labeled { value: "x@y.test".into(), label: None },
-                Labeled { value: "nope".into(), label: None },
+                Labeled {
+                    value: "x@y.test".into(),
+                    label: None,
+                },
+                Labeled {
+                    value: "nope".into(),
+                    label: None,
+                },
             ],
             ..Default::default()
         };
@@ -335,6 +602,66 @@ mod tests {
             Err(DomainError::Invalid { field, .. }) => assert_eq!(field, "emails[1].value"),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn search_covers_nicknames_titles_departments_and_e164() {
+        let card = ContactCard {
+            formatted_name: "Anna Müller".into(),
+            organization: Some("Social GmbH".into()),
+            departments: vec!["Entwicklung".into()],
+            nicknames: vec!["Anni".into()],
+            titles: vec!["Leiterin".into()],
+            phones: vec![Labeled {
+                value: "+49 30 111222".into(),
+                label: None,
+            }],
+            ..Default::default()
+        };
+        let text = card.search_text();
+        for needle in [
+            "anni",
+            "leiterin",
+            "entwicklung",
+            "social gmbh",
+            "+4930111222",
+        ] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
+    }
+
+    #[test]
+    fn e164_only_for_valid_numbers() {
+        assert_eq!(
+            phone_e164("020 7946 0001", Some("gb")).as_deref(),
+            Some("+442079460001")
+        );
+        assert_eq!(
+            phone_e164("+49 (0)170 1234567", None).as_deref(),
+            Some("+491701234567")
+        );
+        assert_eq!(phone_e164("555-555-5555", Some("US")), None);
+        assert_eq!(phone_e164("12345", None), None);
+        assert_eq!(phone_e164("not a number", Some("zz")), None);
+    }
+
+    #[test]
+    fn photo_must_be_base64_and_small() {
+        let mut card = ContactCard {
+            formatted_name: "X".into(),
+            photo: Some(Photo {
+                media_type: Some("image/png".into()),
+                data: Some("not base64!".into()),
+                uri: None,
+            }),
+            ..Default::default()
+        };
+        assert!(card.clone().validated().is_err());
+        card.photo = Some(Photo {
+            data: Some("A".repeat(MAX_PHOTO_BASE64 + 4)),
+            ..Default::default()
+        });
+        assert!(card.validated().is_err());
     }
 
     #[test]

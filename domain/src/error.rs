@@ -14,7 +14,7 @@ pub enum DomainError {
     Unauthenticated,
     #[error("shard {shard} unavailable: {reason}")]
     Unavailable { shard: String, reason: String },
-    #[error("database error on shard {shard}: {source}")]
+    #[error("database error on shard {shard}: {}", describe(source))]
     Database {
         shard: String,
         #[source]
@@ -32,5 +32,14 @@ impl DomainError {
             field: field.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// tokio-postgres displays every server error as just "db error"; the
+/// server's message and SQLSTATE are what an operator needs in the log.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => error.to_string(),
     }
 }

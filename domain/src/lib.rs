@@ -9,14 +9,22 @@
 
 pub mod accounts;
 pub mod cache;
+pub mod contact_edits;
+pub mod contact_queries;
 pub mod contacts;
+pub mod credentials;
 pub mod db;
+pub mod duplicates;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod migrations;
 pub mod settings;
 pub mod shard;
+pub mod syncml_state;
 pub mod telemetry;
+pub mod transfer;
+pub mod vcard;
 
 mod domain;
 

@@ -74,6 +74,115 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         )",
         "CREATE INDEX outbox_unpublished ON outbox (created_at) WHERE published_at IS NULL",
     ],
+},
+Migration {
+    version: 2,
+    name: "trigram index for contact search",
+    statements: &[
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+        "CREATE INDEX contacts_search_trgm ON contacts USING gin (search_text gin_trgm_ops) WHERE deleted_at IS NULL",
+    ],
+},
+Migration {
+    version: 3,
+    name: "login throttling and personal API tokens",
+    statements: &[
+        // On the directory shard: failed logins by email, for throttling.
+        "CREATE TABLE login_failures (
+            id uuid PRIMARY KEY,
+            email text NOT NULL,
+            at timestamptz NOT NULL
+        )",
+        "CREATE INDEX login_failures_email_at ON login_failures (email, at)",
+        "CREATE TABLE api_tokens (
+            id uuid PRIMARY KEY,
+            user_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            name text NOT NULL,
+            token_hash text NOT NULL UNIQUE,
+            created_at timestamptz NOT NULL
+        )",
+        "CREATE INDEX api_tokens_user ON api_tokens (user_id)",
+    ],
+},
+Migration {
+    version: 4,
+    name: "SyncML sessions, device nonces, sync secrets, devices, anchors and maps",
+    statements: &[
+        // Directory shard: a session must be continuable by any sync-server
+        // instance, and it is looked up before the user is known.
+        "CREATE TABLE syncml_sessions (
+            id text PRIMARY KEY,
+            dev_id text NOT NULL,
+            client_session_id text NOT NULL,
+            state jsonb NOT NULL,
+            last_request_sha256 text,
+            last_response bytea,
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            expires_at timestamptz NOT NULL
+        )",
+        "CREATE INDEX syncml_sessions_device ON syncml_sessions (dev_id, client_session_id, updated_at)",
+        "CREATE INDEX syncml_sessions_expiry ON syncml_sessions (expires_at)",
+        // Directory shard: the md5 nonce a device must use next, issued
+        // before the device's user is authenticated.
+        "CREATE TABLE syncml_nonces (
+            dev_id text PRIMARY KEY,
+            nonce text NOT NULL,
+            updated_at timestamptz NOT NULL
+        )",
+        // User shard from here on.
+        "CREATE TABLE syncml_secrets (
+            user_id uuid PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+            user_name text NOT NULL,
+            secret text NOT NULL,
+            password_fingerprint text NOT NULL,
+            updated_at timestamptz NOT NULL
+        )",
+        "CREATE TABLE syncml_devices (
+            user_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            dev_id text NOT NULL,
+            devinf bytea,
+            updated_at timestamptz NOT NULL,
+            PRIMARY KEY (user_id, dev_id)
+        )",
+        "CREATE TABLE syncml_anchors (
+            user_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            dev_id text NOT NULL,
+            datastore text NOT NULL,
+            client_next text NOT NULL,
+            server_next text NOT NULL,
+            last_seq bigint NOT NULL,
+            updated_at timestamptz NOT NULL,
+            PRIMARY KEY (user_id, dev_id, datastore)
+        )",
+        "CREATE TABLE syncml_maps (
+            user_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            dev_id text NOT NULL,
+            datastore text NOT NULL,
+            luid text NOT NULL,
+            contact_id uuid NOT NULL,
+            updated_at timestamptz NOT NULL,
+            PRIMARY KEY (user_id, dev_id, datastore, luid)
+        )",
+        "CREATE INDEX syncml_maps_contact ON syncml_maps (user_id, dev_id, datastore, contact_id)",
+    ],
+},
+Migration {
+    version: 5,
+    name: "duplicate merges, kept for undo",
+    statements: &[
+        "CREATE TABLE merges (
+            id uuid PRIMARY KEY,
+            user_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            kept_id uuid NOT NULL,
+            kept_card jsonb NOT NULL,
+            kept_version bigint NOT NULL,
+            merged_ids uuid[] NOT NULL,
+            created_at timestamptz NOT NULL,
+            undone_at timestamptz
+        )",
+        "CREATE INDEX merges_user ON merges (user_id, created_at)",
+    ],
 }];
 
 /// Applies the missing migrations to every shard; returns how many
