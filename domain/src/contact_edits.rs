@@ -67,6 +67,7 @@ impl Domain {
         card: ContactCard,
     ) -> Result<Contact, DomainError> {
         let card = card.validated()?;
+        let keep_extras = card.vcard_extras.is_empty();
         let card_json =
             serde_json::to_value(&card).map_err(|e| DomainError::Corrupt(e.to_string()))?;
         let (sort_key, search_text) = (card.sort_key(), card.search_text());
@@ -83,6 +84,16 @@ impl Domain {
                         return Err(DomainError::NotFound);
                     }
                     let current = row_to_contact(&row)?;
+                    // vcard_extras are round-tripped, not edited: a client that
+                    // does not send them keeps what the sources said.
+                    let mut card_json = card_json;
+                    if keep_extras && !current.card.vcard_extras.is_empty() {
+                        if let Some(object) = card_json.as_object_mut() {
+                            let extras = serde_json::to_value(&current.card.vcard_extras)
+                                .map_err(|e| DomainError::Corrupt(e.to_string()))?;
+                            object.insert("vcard_extras".to_string(), extras);
+                        }
+                    }
                     let expected = if_version.unwrap_or(current.version);
                     if current.version != expected {
                         // Our own earlier attempt may have committed already.

@@ -1,15 +1,13 @@
 //! Duplicate detection and merging, with undo.
 //!
 //! Candidates are pairs of contacts that share an email address, a phone
-//! number (compared in E.164 when valid, else by their last nine digits) or
+//! number (compared by its last nine digits) or
 //! a name (equal after normalisation, or close by Jaro-Winkler). A merge
 //! folds the others into the kept contact in one transaction and records
 //! the kept contact's previous card, so the merge can be undone.
 
 use crate::accounts::Viewer;
-use crate::contacts::{
-    phone_e164, record_change, row_to_contact, Contact, ContactCard, PreparedCard,
-};
+use crate::contacts::{record_change, row_to_contact, Contact, ContactCard, PreparedCard};
 use crate::db::db;
 use crate::error::DomainError;
 use crate::Domain;
@@ -49,10 +47,10 @@ fn normalize_name(name: &str) -> String {
         .join(" ")
 }
 
+/// The last nine digits: the subscriber part, the same whether a number is
+/// written internationally (+44 20 ...) or nationally (020 ...), which
+/// E.164 alone cannot tell without knowing the user's country.
 fn phone_key(raw: &str) -> Option<String> {
-    if let Some(e164) = phone_e164(raw, None) {
-        return Some(e164);
-    }
     let digits: String = raw.chars().filter(char::is_ascii_digit).collect();
     (digits.len() >= 7).then(|| digits[digits.len().saturating_sub(9)..].to_string())
 }

@@ -332,12 +332,15 @@ fn parse_param(raw: &str, version: Version) -> Param {
         .to_ascii_uppercase();
     let unquote = |v: &str| {
         let v = v.trim();
+        // Edge whitespace is never meaningful in a parameter, and keeping
+        // it would not survive a 2.1 write (no quoting there).
         let v = v
             .strip_prefix('"')
             .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(v);
+            .unwrap_or(v)
+            .trim();
         match version {
-            Version::V40 => text::caret_decode(v),
+            Version::V40 => text::caret_decode(v).trim().to_string(),
             _ => v.to_string(),
         }
     };

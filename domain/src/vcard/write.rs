@@ -53,7 +53,7 @@ fn media_type(prop_name: &str, ty: &str) -> String {
 
 fn short_type(media: &str) -> String {
     let sub = media.rsplit('/').next().unwrap_or(media);
-    sub.to_ascii_uppercase()
+    sub.trim().to_ascii_uppercase()
 }
 
 /// Splits a `data:<media>;base64,<payload>` URI.
@@ -107,10 +107,10 @@ fn convert(prop: &Property, version: Version) -> (Vec<Param>, String, bool) {
         binary = false;
     } else if !binary && version != Version::V40 {
         if let Some((media, payload)) = split_data_uri(&prop.value) {
-            if let Some(media) = media {
-                types.insert(0, short_type(media));
+            if let Some(media) = media.map(short_type).filter(|t| !t.is_empty()) {
+                types.insert(0, media);
             }
-            value = payload.to_string();
+            value = payload.chars().filter(|c| !c.is_whitespace()).collect();
             binary = true;
             params.retain(|p| p.name != "VALUE");
         }
@@ -165,7 +165,11 @@ fn write_params(line: &mut String, params: &[Param], version: Version) {
             let v = match version {
                 Version::V40 => text::caret_encode(v),
                 // No way to write a newline or quote in a 3.0 parameter.
-                _ => v.replace(['\r', '\n'], " ").replace('"', "'"),
+                _ => v
+                    .replace(['\r', '\n'], " ")
+                    .replace('"', "'")
+                    .trim()
+                    .to_string(),
             };
             if v.contains([':', ';', ',']) {
                 line.push('"');
@@ -182,7 +186,7 @@ fn write_params(line: &mut String, params: &[Param], version: Version) {
 /// they become spaces; TYPE values go bare (`TEL;WORK;VOICE`) as phones
 /// expect, unless they would read back as something else.
 fn write_v21_param(line: &mut String, p: &Param) {
-    let clean = |v: &str| v.replace([';', ':', '\r', '\n'], " ");
+    let clean = |v: &str| v.replace([';', ':', '\r', '\n'], " ").trim().to_string();
     let bare = |v: &String| {
         let upper = v.trim().to_ascii_uppercase();
         // These would read back as an ENCODING.
