@@ -3,9 +3,10 @@
 //!
 //! Layout: `config` (TOML → validated model), `tls` (certificates, SNI resolver, dev CA),
 //! `balance` (pools and server selection), `proxy` (the request path), `admin`
-//! (health, metrics, status, reload), `state` (what is shared and swapped on reload),
-//! `server` (Pingora wiring).
+//! (health, metrics, status, reload, server drain/weight), `access_log` (off-path request
+//! log writer), `state` (what is shared and swapped on reload), `server` (Pingora wiring).
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod config;

@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::protocols::ALPN;
-use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -17,6 +16,7 @@ use crate::admin::AdminApp;
 use crate::balance::health::HealthChecker;
 use crate::config::model::Config;
 use crate::error::{Error, Result};
+use crate::proxy::downstream::{Guarded, Limits};
 use crate::proxy::EdgeProxy;
 use crate::state::EdgeState;
 
@@ -40,18 +40,24 @@ pub fn run(config: Config, upgrade: bool) -> Result<()> {
 
     for l in &config.listeners {
         let proxy = EdgeProxy {
-            listener: l.name.clone(),
+            listener: Arc::from(l.name.as_str()),
             tls: l.tls.is_some(),
             state: state.clone(),
         };
-        let mut builder =
-            ProxyServiceBuilder::new(&server_conf, proxy).name(format!("listener {}", l.name));
+        let mut app = pingora::proxy::http_proxy(&server_conf, proxy);
         if l.tls.is_none() && l.h2 {
             let mut opts = HttpServerOptions::default();
             opts.h2c = true;
-            builder = builder.server_options(opts);
+            app.server_options = Some(opts);
         }
-        let mut service = builder.build();
+        let limits = Limits {
+            header_timeout: l.header_timeout.0,
+            idle_timeout: l.idle_timeout.0,
+            max_header_size: l.max_header_size,
+            max_connections: l.max_connections,
+        };
+        let guarded = Guarded::new(app, limits, state.metrics.rejections(&l.name));
+        let mut service = Service::new(format!("listener {}", l.name), guarded);
         let addr = l.address.to_string();
         match state.resolver(&l.name) {
             None => service.add_tcp(&addr),
@@ -186,6 +192,10 @@ impl BackgroundService for ExitWhenDrained {
                     waited_ms = started.elapsed().as_millis() as u64,
                     "drained; exiting"
                 );
+                if let Some(log) = &self.state.access_log {
+                    let log_flush = std::time::Duration::from_millis(500);
+                    log.flush(log_flush);
+                }
                 // Skips Pingora's remaining grace sleep; nothing is left to tear down
                 // that the OS does not reclaim (listeners are already closed).
                 std::process::exit(0);

@@ -7,8 +7,10 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use crate::access_log::AccessLogger;
 use crate::admin::metrics::Metrics;
 use crate::balance::health::HealthRegistries;
+use crate::balance::state::ServerStates;
 use crate::config::{self, model::Config};
 use crate::error::{Error, Result};
 use crate::proxy::routing::RoutingTable;
@@ -21,7 +23,10 @@ pub struct EdgeState {
     pub started: Instant,
     /// Requests between `new_ctx` and the end of `logging`, for draining on shutdown.
     pub in_flight: Arc<AtomicUsize>,
+    /// Started once; its destination and format need a restart to change.
+    pub access_log: Option<AccessLogger>,
     health: HealthRegistries,
+    servers: ServerStates,
     /// One per TLS listener. Listener sockets are fixed once Pingora starts, so this map
     /// never changes; a reload only swaps the certificates inside.
     resolvers: HashMap<String, Arc<CertResolver>>,
@@ -41,7 +46,12 @@ impl EdgeState {
     pub fn new(config: Config) -> Result<Arc<Self>> {
         let metrics = Metrics::new()?;
         let health = HealthRegistries::default();
-        let table = RoutingTable::build(&config, 1, &metrics, &health)?;
+        let servers = ServerStates::default();
+        let table = RoutingTable::build(&config, 1, &metrics, &health, &servers)?;
+        let access_log = match &config.access_log {
+            Some(a) => Some(AccessLogger::start(a, metrics.access_log_dropped.clone())?),
+            None => None,
+        };
         metrics.config_generation.set(1);
         let resolvers = config
             .listeners
@@ -60,7 +70,9 @@ impl EdgeState {
             metrics,
             started: Instant::now(),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            access_log,
             health,
+            servers,
             resolvers,
             reload_lock: Mutex::new(()),
         }))
@@ -95,8 +107,16 @@ impl EdgeState {
         let old = self.config.load_full();
         let new = config::load(&old.path)?;
         let generation = self.table.load().generation + 1;
-        let table = RoutingTable::build(&new, generation, &self.metrics, &self.health)?;
-        let warnings = listener_changes(&old, &new);
+        let table =
+            RoutingTable::build(&new, generation, &self.metrics, &self.health, &self.servers)?;
+        let mut warnings = listener_changes(&old, &new);
+        if old.access_log != new.access_log {
+            warnings.push("access_log changed; restart to apply".into());
+        }
+        if let Some(log) = &self.access_log {
+            // Lets logrotate move the file away and have a new one opened by a reload.
+            log.reopen();
+        }
         for l in &new.listeners {
             if let (Some(tls), Some(resolver)) = (&l.tls, self.resolvers.get(&l.name)) {
                 resolver.replace(tls.certs.clone());
@@ -104,6 +124,7 @@ impl EdgeState {
         }
         self.table.store(Arc::new(table));
         self.health.retain(&new.pools);
+        self.servers.retain(&new.pools);
         self.config.store(Arc::new(new));
         self.metrics
             .config_generation
@@ -127,6 +148,24 @@ fn listener_changes(old: &Config, new: &Config) -> Vec<String> {
             {
                 out.push(format!(
                     "listener `{}` changed address/tls/h2; restart to apply",
+                    n.name
+                ));
+            }
+            Some(o)
+                if (
+                    o.header_timeout,
+                    o.idle_timeout,
+                    o.max_header_size,
+                    o.max_connections,
+                ) != (
+                    n.header_timeout,
+                    n.idle_timeout,
+                    n.max_header_size,
+                    n.max_connections,
+                ) =>
+            {
+                out.push(format!(
+                    "listener `{}` changed header_timeout/idle_timeout/max_header_size/max_connections; restart to apply",
                     n.name
                 ));
             }

@@ -8,6 +8,7 @@ use prometheus::{
 };
 
 use crate::error::{Error, Result};
+use crate::proxy::downstream::Rejections;
 
 /// `1xx`..`5xx`, then `error` for requests that ended without a response status
 /// (client went away, upstream failed after headers).
@@ -36,6 +37,8 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub config_reloads_ok: IntCounter,
     pub config_reloads_failed: IntCounter,
+    pub access_log_dropped: IntCounter,
+    rejected: IntCounterVec,
 }
 
 /// Pre-resolved counters for one route: `[server index][class]`, plus the row for
@@ -116,8 +119,23 @@ impl Metrics {
             &["result"],
         )
         .map_err(prom)?;
+        let access_log_dropped = IntCounter::new(
+            "edge_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind",
+        )
+        .map_err(prom)?;
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "edge_downstream_rejected_total",
+                "Connections or requests turned away before routing, by listener and reason",
+            ),
+            &["listener", "reason"],
+        )
+        .map_err(prom)?;
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(access_log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rejected.clone()),
+            Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(upstream_connections.clone()),
@@ -137,6 +155,8 @@ impl Metrics {
             upstream_connections,
             ejections,
             config_generation,
+            access_log_dropped,
+            rejected,
         })
     }
 
@@ -169,6 +189,15 @@ impl Metrics {
                 .upstream_connections
                 .with_label_values(&[pool, server, "true"]),
             ejections: self.ejections.with_label_values(&[pool, server]),
+        }
+    }
+
+    pub fn rejections(&self, listener: &str) -> Rejections {
+        let c = |reason: &str| self.rejected.with_label_values(&[listener, reason]);
+        Rejections {
+            max_connections: c("max_connections"),
+            header_timeout: c("header_timeout"),
+            header_too_large: c("header_too_large"),
         }
     }
 

@@ -1,42 +1,46 @@
-//! Pools of upstream servers and how one is picked per request, on top of
-//! `pingora-load-balancing` selectors.
+//! Pools of upstream servers and how one is picked per request: primaries before backups,
+//! then the pool's algorithm (`select`), with Pingora's health registry for readiness.
 //!
-//! A `PoolRuntime` is immutable: a reload builds a new one and swaps the whole routing
-//! table, so requests in flight keep the pool (and server indices) they started with.
+//! A reload builds a new `PoolRuntime` and swaps the whole routing table, so requests in
+//! flight keep the pool (and server indices) they started with. Within one, only the
+//! admin API changes anything (weights, through `set_weight`); drain flags and in-flight
+//! counts live in `state`, shared across tables.
 
 pub mod health;
 mod passive;
+mod select;
+pub mod state;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use futures::FutureExt;
 use pingora::lb::discovery::Static;
-use pingora::lb::selection::{Consistent, RoundRobin};
+use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
 use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 
 use self::passive::PassiveState;
+use self::select::Tables;
+use self::state::{ServerState, ServerStates};
 use crate::admin::metrics::{Metrics, ServerMetrics};
 use crate::config::model::{self, Algorithm, HashKey};
 use crate::error::{Error, Result};
 
-/// Bound on how many candidates a selection looks at before giving up (Pingora's
-/// `max_iterations`); far above any pool size we accept.
-const MAX_SELECT_ITERATIONS: usize = 256;
-
 pub struct PoolRuntime {
     pub config: model::Pool,
     pub servers: Vec<ServerRuntime>,
-    selector: Selector,
+    /// Swapped when an operator changes a weight at runtime; requests only load it.
+    tables: ArcSwap<Tables>,
     health: Option<Arc<HealthRegistry>>,
-    /// Maps a selected `Backend` back to its position in `servers`. (Not `Backend::ext`:
-    /// Pingora clones the selected backend per request and a non-empty `ext` would make
-    /// that clone allocate.)
-    index: HashMap<SocketAddr, usize>,
+    /// Readiness (active health) of every server, when the pool is probed. Backends are
+    /// registered with weight 1 so a weight change never resets their health.
+    health_view: Option<LoadBalancer<RoundRobin>>,
 }
 
 pub struct ServerRuntime {
@@ -46,12 +50,13 @@ pub struct ServerRuntime {
     /// Cloned per request: building an `HttpPeer` each time would redo option setup.
     pub peer: HttpPeer,
     pub metrics: ServerMetrics,
+    /// In-flight count and drain flag, shared with older and newer tables.
+    pub state: Arc<ServerState>,
+    pub backup: bool,
+    /// Current weight: the configured one until changed through the admin API.
+    weight: AtomicUsize,
+    backend: Backend,
     passive: PassiveState,
-}
-
-enum Selector {
-    RoundRobin(LoadBalancer<RoundRobin>),
-    Ketama(LoadBalancer<Consistent>, HashKey),
 }
 
 impl PoolRuntime {
@@ -60,40 +65,51 @@ impl PoolRuntime {
         pool: &model::Pool,
         metrics: &Metrics,
         health: Option<Arc<HealthRegistry>>,
+        states: &ServerStates,
     ) -> Result<Arc<Self>> {
         let mut backends = BTreeSet::new();
         let mut servers = Vec::with_capacity(pool.servers.len());
-        let mut index = HashMap::with_capacity(pool.servers.len());
-        for (i, s) in pool.servers.iter().enumerate() {
-            let backend = Backend::new_with_weight(&s.address.to_string(), s.weight)
+        for s in &pool.servers {
+            let backend = Backend::new_with_weight(&s.address.to_string(), 1)
                 .map_err(|e| Error::Setup(format!("pool {}: {e}", pool.name)))?;
-            backends.insert(backend);
-            index.insert(s.address, i);
+            backends.insert(backend.clone());
             let label = s.address.to_string();
             servers.push(ServerRuntime {
                 address: s.address,
                 peer: peer_for(s.address, pool),
                 metrics: metrics.server(&pool.name, &label),
+                state: states.get(&pool.name, s.address),
+                backup: s.backup,
+                weight: AtomicUsize::new(s.weight),
+                backend,
                 passive: PassiveState::default(),
                 label,
             });
         }
-        let selector = match &pool.algorithm {
-            Algorithm::RoundRobin => {
-                Selector::RoundRobin(static_lb(backends, &pool.name, health.clone())?)
-            }
-            Algorithm::Ketama { key } => Selector::Ketama(
-                static_lb(backends, &pool.name, health.clone())?,
-                key.clone(),
-            ),
+        let health_view = match &health {
+            Some(registry) => Some(static_lb(backends, &pool.name, registry.clone())?),
+            None => None,
         };
-        Ok(Arc::new(PoolRuntime {
+        let runtime = PoolRuntime {
             config: pool.clone(),
+            tables: ArcSwap::from_pointee(Tables { tiers: Vec::new() }),
             servers,
-            selector,
             health,
-            index,
-        }))
+            health_view,
+        };
+        runtime.rebuild_tables();
+        Ok(Arc::new(runtime))
+    }
+
+    fn rebuild_tables(&self) {
+        let members: Vec<_> = self
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.address, s.weight.load(Relaxed), s.backup))
+            .collect();
+        let ketama = matches!(self.config.algorithm, Algorithm::Ketama { .. });
+        self.tables.store(Arc::new(Tables::build(&members, ketama)));
     }
 
     pub fn health_registry(&self) -> Option<&Arc<HealthRegistry>> {
@@ -105,45 +121,82 @@ impl PoolRuntime {
     }
 
     pub fn algorithm_name(&self) -> &'static str {
-        match self.selector {
-            Selector::RoundRobin(_) => "round_robin",
-            Selector::Ketama(..) => "ketama",
+        match self.config.algorithm {
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::LeastConn => "least_conn",
+            Algorithm::RandomTwo => "random_two",
+            Algorithm::Ketama { .. } => "ketama",
         }
     }
 
     /// Picks a server for this request, skipping the ones in `tried` (already failed for
-    /// it) and, while any other is left, the ones passive health has ejected.
+    /// it), drained ones, and, while any other is left, the ones passive health ejected.
     pub fn select(&self, session: &Session, tried: &[usize]) -> Option<usize> {
         let mut buf = Vec::new();
-        let key: &[u8] = match &self.selector {
-            Selector::RoundRobin(_) => b"",
-            Selector::Ketama(_, key) => hash_key(session, key, &mut buf),
+        let key: &[u8] = match &self.config.algorithm {
+            Algorithm::Ketama { key } => hash_key(session, key, &mut buf),
+            _ => b"",
+        };
+        self.select_key(key, tried)
+    }
+
+    /// [`Self::select`] once the hash key is known. Primaries first; backups only when no
+    /// primary is usable.
+    pub fn select_key(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
+        let tables = self.tables.load();
+        let usable = |i: usize| {
+            !tried.contains(&i)
+                && self
+                    .servers
+                    .get(i)
+                    .is_some_and(|s| !s.state.is_drained() && self.ready(s))
         };
         if self.config.passive.is_some() {
             let now = passive::now_ms();
-            let picked = self.pick(key, |i| {
-                !tried.contains(&i)
+            let strict = |i: usize| {
+                usable(i)
                     && self
                         .servers
                         .get(i)
                         .is_some_and(|s| !s.passive.is_ejected(now))
-            });
-            if picked.is_some() {
-                return picked;
+            };
+            for tier in &tables.tiers {
+                if let Some(i) = self.pick(tier, key, &strict) {
+                    return Some(i);
+                }
             }
             // Everything left is ejected: trying one beats refusing outright (nginx does
             // the same when all its servers are marked failed).
         }
-        self.pick(key, |i| !tried.contains(&i))
+        tables
+            .tiers
+            .iter()
+            .find_map(|tier| self.pick(tier, key, &usable))
     }
 
-    fn pick(&self, key: &[u8], usable: impl Fn(usize) -> bool) -> Option<usize> {
-        let accept = |b: &Backend, healthy: bool| healthy && self.index_of(b).is_some_and(&usable);
-        let picked = match &self.selector {
-            Selector::RoundRobin(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
-            Selector::Ketama(lb, _) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+    fn pick(
+        &self,
+        tier: &select::Tier,
+        key: &[u8],
+        usable: &impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let load = |i: usize| {
+            self.servers
+                .get(i)
+                .map_or(usize::MAX, |s| s.state.in_flight())
         };
-        picked.as_ref().and_then(|b| self.index_of(b))
+        match self.config.algorithm {
+            Algorithm::RoundRobin => tier.round_robin(usable),
+            Algorithm::LeastConn => tier.least_conn(usable, &load),
+            Algorithm::RandomTwo => tier.random_two(usable, &load),
+            Algorithm::Ketama { .. } => tier.ketama(key, usable),
+        }
+    }
+
+    fn ready(&self, server: &ServerRuntime) -> bool {
+        self.health_view
+            .as_ref()
+            .is_none_or(|lb| lb.backends().ready(&server.backend))
     }
 
     /// Feeds a failed attempt on server `index` to passive health.
@@ -169,41 +222,43 @@ impl PoolRuntime {
             .is_some_and(|s| s.passive.is_ejected(passive::now_ms()))
     }
 
-    /// Whether the selector currently considers the server usable (health checks).
+    /// Whether active health checks consider the server usable.
     pub fn is_ready(&self, index: usize) -> bool {
-        let backends = match &self.selector {
-            Selector::RoundRobin(lb) => lb.backends(),
-            Selector::Ketama(lb, _) => lb.backends(),
-        };
-        backends
-            .get_backend()
-            .iter()
-            .find(|b| self.index_of(b) == Some(index))
-            .is_some_and(|b| backends.ready(b))
+        self.servers.get(index).is_some_and(|s| self.ready(s))
     }
 
-    fn index_of(&self, b: &Backend) -> Option<usize> {
-        self.index.get(b.addr.as_inet()?).copied()
+    pub fn weight(&self, index: usize) -> usize {
+        self.servers
+            .get(index)
+            .map_or(0, |s| s.weight.load(Relaxed))
+    }
+
+    /// Changes a server's weight until the next reload (the file stays the source of
+    /// truth). Rebuilds the selection tables; requests pick them up on their next load.
+    pub fn set_weight(&self, index: usize, weight: usize) -> bool {
+        let Some(server) = self.servers.get(index) else {
+            return false;
+        };
+        server.weight.store(weight, Relaxed);
+        self.rebuild_tables();
+        true
+    }
+
+    pub fn server_index(&self, address: SocketAddr) -> Option<usize> {
+        self.servers.iter().position(|s| s.address == address)
     }
 }
 
-fn static_lb<S>(
+fn static_lb(
     backends: BTreeSet<Backend>,
     pool: &str,
-    health: Option<Arc<HealthRegistry>>,
-) -> Result<LoadBalancer<S>>
-where
-    S: pingora::lb::selection::BackendSelection + 'static,
-    S::Iter: pingora::lb::selection::BackendIter,
-{
+    registry: Arc<HealthRegistry>,
+) -> Result<LoadBalancer<RoundRobin>> {
     let discovery = Static::new(backends);
-    let backends = match health {
-        Some(registry) => Backends::new_with_health_registry(discovery, registry),
-        None => Backends::new(discovery),
-    };
-    let lb = LoadBalancer::<S>::from_backends(backends);
-    // Static discovery resolves immediately; this just builds the selector without
-    // needing a runtime (config is loaded before Pingora starts its own).
+    let backends = Backends::new_with_health_registry(discovery, registry);
+    let lb = LoadBalancer::<RoundRobin>::from_backends(backends);
+    // Static discovery resolves immediately; this just builds the view without needing a
+    // runtime (config is loaded before Pingora starts its own).
     match lb.update().now_or_never() {
         Some(Ok(())) => Ok(lb),
         Some(Err(e)) => Err(Error::Setup(format!("pool {pool}: {e}"))),
@@ -218,6 +273,7 @@ fn peer_for(address: SocketAddr, pool: &model::Pool) -> HttpPeer {
     let o = &mut peer.options;
     o.connection_timeout = Some(pool.connect_timeout.0);
     o.read_timeout = pool.read_timeout.map(|d| d.0);
+    o.write_timeout = pool.write_timeout.map(|d| d.0);
     o.idle_timeout = Some(pool.keepalive.0);
     peer
 }

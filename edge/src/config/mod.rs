@@ -16,10 +16,10 @@ use std::sync::Arc;
 use rustls::sign::CertifiedKey;
 
 use self::model::{
-    Admin, Algorithm, Config, Duration, HealthCheck, HealthCheckKind, HostPattern, Listener,
-    ListenerTls, Passive, Pool, Route, Server, Upstream,
+    AccessLog, AccessLogFormat, Admin, Algorithm, Config, Duration, HealthCheck, HealthCheckKind,
+    HostPattern, Listener, ListenerTls, Passive, Pool, Route, Server, Upstream,
 };
-use self::toml::{AlgorithmToml, File, HealthCheckKindToml};
+use self::toml::{AccessLogFormatToml, AlgorithmToml, File, HealthCheckKindToml};
 use crate::error::ConfigError;
 use crate::tls::{load_certified_key, CertSet};
 
@@ -42,6 +42,12 @@ const MAX_CONNECT_RETRIES: usize = 16;
 /// table (and assert on overflow), so both are bounded well below that.
 const MAX_WEIGHT: usize = 1000;
 const MAX_SERVERS: usize = 1000;
+const DEFAULT_ACCESS_LOG_BUFFER: usize = 8192;
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_MAX_HEADER_SIZE: usize = 32 * 1024;
+/// Pingora's own parser limit; above it Pingora answers 400 before our 431 could.
+const MAX_HEADER_SIZE: usize = 1024 * 1024 - 1;
 
 /// Reads, parses and validates `path`, loading the TLS material it names.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -131,15 +137,34 @@ impl Cx<'_> {
 
     fn convert(&self, file: File) -> Result<Config, ConfigError> {
         let server = self.server(file.server)?;
+        let token = match file.admin.token {
+            None => None,
+            Some(t) => {
+                let v = t.get_ref().trim();
+                if v.is_empty() || http::HeaderValue::from_str(v).is_err() {
+                    return Err(self.err(
+                        "admin.token",
+                        Some(t.span()),
+                        "must be non-empty visible ASCII (it is compared with a Bearer header)",
+                    ));
+                }
+                Some(v.to_owned())
+            }
+        };
         let admin = Admin {
             listen: file
                 .admin
                 .listen
                 .map_or(DEFAULT_ADMIN_LISTEN, |l| *l.get_ref()),
+            token,
         };
         let listeners = self.listeners(file.listener, &admin)?;
         let pools = self.pools(file.pool)?;
         let routes = self.routes(file.route, &pools, &listeners)?;
+        let access_log = match file.access_log {
+            None => None,
+            Some(a) => Some(self.access_log(a)?),
+        };
         Ok(Config {
             path: self.path.to_path_buf(),
             server,
@@ -147,7 +172,55 @@ impl Cx<'_> {
             listeners,
             routes,
             pools,
+            access_log,
         })
+    }
+
+    fn access_log(&self, a: toml::AccessLogToml) -> Result<AccessLog, ConfigError> {
+        let path = match a.path {
+            None => None,
+            Some(p) if p.get_ref().as_os_str() == "stdout" => None,
+            Some(p) if p.get_ref().as_os_str().is_empty() => {
+                return Err(self.err("access_log.path", Some(p.span()), "must not be empty"))
+            }
+            Some(p) => Some(self.resolve(p.get_ref())),
+        };
+        let buffer = match a.buffer {
+            None => DEFAULT_ACCESS_LOG_BUFFER,
+            Some(b) if *b.get_ref() == 0 => {
+                return Err(self.err("access_log.buffer", Some(b.span()), "must be at least 1"))
+            }
+            Some(b) => *b.get_ref(),
+        };
+        Ok(AccessLog {
+            path,
+            format: match a.format.unwrap_or(AccessLogFormatToml::Json) {
+                AccessLogFormatToml::Json => AccessLogFormat::Json,
+                AccessLogFormatToml::Combined => AccessLogFormat::Combined,
+            },
+            buffer,
+        })
+    }
+
+    /// `Strict-Transport-Security` as written, checked to at least carry a `max-age`.
+    fn hsts(
+        &self,
+        key: String,
+        raw: Option<::toml::Spanned<String>>,
+    ) -> Result<Option<http::HeaderValue>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let v = raw.get_ref().trim();
+        let has_max_age = v
+            .split(';')
+            .any(|d| d.trim().to_ascii_lowercase().starts_with("max-age="));
+        match http::HeaderValue::from_str(v) {
+            Ok(h) if has_max_age => Ok(Some(h)),
+            _ => Err(self.err(
+                key,
+                Some(raw.span()),
+                "must be a Strict-Transport-Security value with max-age, e.g. \"max-age=31536000; includeSubDomains\"",
+            )),
+        }
     }
 
     fn server(&self, s: toml::ServerToml) -> Result<Server, ConfigError> {
@@ -224,11 +297,62 @@ impl Cx<'_> {
                 }
             };
             let h2 = l.h2.map(|h| *h.get_ref()).unwrap_or(tls.is_some());
+            let hsts_span = l.hsts.as_ref().map(|h| h.span());
+            let hsts = self.hsts(key("hsts"), l.hsts)?;
+            if hsts.is_some() && tls.is_none() {
+                return Err(self.err(
+                    key("hsts"),
+                    hsts_span,
+                    "HSTS is only sent over TLS; set it on a listener with `tls`",
+                ));
+            }
+            let header_timeout = l.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT);
+            let idle_timeout = l.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
+            if header_timeout.0.is_zero() || idle_timeout.0.is_zero() {
+                return Err(self.err(
+                    key(if header_timeout.0.is_zero() {
+                        "header_timeout"
+                    } else {
+                        "idle_timeout"
+                    }),
+                    Some(l.name.span()),
+                    "must be greater than 0",
+                ));
+            }
+            let max_header_size = match l.max_header_size {
+                None => DEFAULT_MAX_HEADER_SIZE,
+                Some(s) => match usize::try_from(s.get_ref().0) {
+                    Ok(n) if (1024..=MAX_HEADER_SIZE).contains(&n) => n,
+                    _ => {
+                        return Err(self.err(
+                            key("max_header_size"),
+                            Some(s.span()),
+                            format!("must be between 1k and {MAX_HEADER_SIZE} bytes"),
+                        ))
+                    }
+                },
+            };
+            let max_connections = match l.max_connections {
+                Some(n) if *n.get_ref() == 0 => {
+                    return Err(self.err(
+                        key("max_connections"),
+                        Some(n.span()),
+                        "must be at least 1",
+                    ))
+                }
+                other => other.map(|n| *n.get_ref()),
+            };
             out.push(Listener {
                 name,
                 address,
                 tls,
                 h2,
+                hsts,
+                max_body_size: l.max_body_size.map(|s| s.0),
+                header_timeout,
+                idle_timeout,
+                max_header_size,
+                max_connections,
             });
         }
         Ok(out)
@@ -305,7 +429,18 @@ impl Cx<'_> {
                     }
                     Some(w) => *w.get_ref(),
                 };
-                servers.push(Upstream { address, weight });
+                servers.push(Upstream {
+                    address,
+                    weight,
+                    backup: s.backup.unwrap_or(false),
+                });
+            }
+            if servers.iter().all(|s| s.backup) {
+                return Err(self.err(
+                    key("servers"),
+                    Some(servers_span),
+                    "every server is a backup; at least one must be a primary",
+                ));
             }
             let algo = p
                 .algorithm
@@ -313,7 +448,12 @@ impl Cx<'_> {
                 .map_or(AlgorithmToml::RoundRobin, |a| *a.get_ref());
             let algorithm = match (algo, p.hash_key) {
                 (AlgorithmToml::RoundRobin, None) => Algorithm::RoundRobin,
-                (AlgorithmToml::RoundRobin, Some(k)) => {
+                (AlgorithmToml::LeastConn, None) => Algorithm::LeastConn,
+                (AlgorithmToml::RandomTwo, None) => Algorithm::RandomTwo,
+                (
+                    AlgorithmToml::RoundRobin | AlgorithmToml::LeastConn | AlgorithmToml::RandomTwo,
+                    Some(k),
+                ) => {
                     return Err(self.err(key("hash_key"), Some(k.span()), "only used with algorithm = \"ketama\""))
                 }
                 (AlgorithmToml::Ketama, Some(k)) => Algorithm::Ketama { key: k.into_inner() },
@@ -348,7 +488,10 @@ impl Cx<'_> {
                     Some(d) => Some(d),
                     None => Some(DEFAULT_READ_TIMEOUT),
                 },
+                write_timeout: p.write_timeout.filter(|d| !d.0.is_zero()),
+                request_timeout: p.request_timeout.filter(|d| !d.0.is_zero()),
                 connect_retries,
+                retry_idempotent: p.retry_idempotent.unwrap_or(true),
                 health_check: match p.health_check {
                     None => None,
                     Some(h) => Some(self.health_check(&name, h)?),
@@ -479,6 +622,7 @@ impl Cx<'_> {
                     "another route already matches the same host and path_prefix",
                 ));
             }
+            let hsts = self.hsts(key("hsts"), r.hsts.clone())?;
             let name = r.name.clone().unwrap_or_else(|| match &host {
                 Some(h) => format!("{h}{path_prefix}"),
                 None => path_prefix.clone(),
@@ -491,6 +635,8 @@ impl Cx<'_> {
                     path_prefix,
                     pool,
                     redirect_https,
+                    hsts,
+                    max_body_size: r.max_body_size.map(|s| s.0),
                 },
             ));
         }

@@ -22,6 +22,25 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Sorted by name.
     pub pools: Vec<Pool>,
+    pub access_log: Option<AccessLog>,
+}
+
+/// One structured line per request, written by a background thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    /// `None` is stdout.
+    pub path: Option<PathBuf>,
+    pub format: AccessLogFormat,
+    /// Lines queued for the writer; beyond this, lines are dropped (and counted) rather
+    /// than slowing requests down.
+    pub buffer: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Json,
+    /// Apache/nginx "combined", plus request time, upstream and request id.
+    Combined,
 }
 
 impl Config {
@@ -52,6 +71,8 @@ pub struct Server {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub listen: SocketAddr,
+    /// When set, every endpoint but `/healthz` needs `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +81,18 @@ pub struct Listener {
     pub address: SocketAddr,
     pub tls: Option<ListenerTls>,
     pub h2: bool,
+    /// `Strict-Transport-Security` value for responses on this (TLS) listener.
+    pub hsts: Option<http::HeaderValue>,
+    /// Largest request body accepted, in bytes; routes may override it.
+    pub max_body_size: Option<u64>,
+    /// Whole request header (HTTP/1) must arrive within this, else `408`.
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// Larger request headers get `431`.
+    pub max_header_size: usize,
+    /// Connections beyond this many open ones are closed at once.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +112,10 @@ pub struct Route {
     pub path_prefix: String,
     pub pool: String,
     pub redirect_https: bool,
+    /// Overrides the listener's `hsts` for this route (still only sent over TLS).
+    pub hsts: Option<http::HeaderValue>,
+    /// Overrides the listener's `max_body_size`.
+    pub max_body_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -137,9 +174,17 @@ pub struct Pool {
     pub keepalive: Duration,
     pub connect_timeout: Duration,
     pub read_timeout: Option<Duration>,
+    pub write_timeout: Option<Duration>,
+    /// Whole request, retries included, from header received to upstream response;
+    /// past it the client gets `504`.
+    pub request_timeout: Option<Duration>,
     /// Extra attempts on other servers after a failed connect (never after a request was
     /// sent, so non-idempotent requests are never replayed).
     pub connect_retries: usize,
+    /// Also retry GET/HEAD/OPTIONS/PUT/DELETE without a body on another server when the
+    /// upstream fails after the request was sent (reset, early close) and nothing has
+    /// reached the client yet. Bounded by `connect_retries`.
+    pub retry_idempotent: bool,
     pub health_check: Option<HealthCheck>,
     /// Passive health (nginx's `max_fails`/`fail_timeout`); `None` when disabled.
     pub passive: Option<Passive>,
@@ -171,12 +216,19 @@ pub enum HealthCheckKind {
 pub struct Upstream {
     pub address: SocketAddr,
     pub weight: usize,
+    /// Only used while no primary server is usable.
+    pub backup: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Algorithm {
     /// Smooth weighted round robin.
     RoundRobin,
+    /// Fewest in-flight requests relative to weight.
+    LeastConn,
+    /// Power of two choices: two weighted random picks, the one with fewer in-flight
+    /// requests (relative to weight) wins.
+    RandomTwo,
     /// Consistent hashing (ketama ring) on a request key, for session affinity that
     /// survives adding or removing a server.
     Ketama { key: HashKey },
@@ -285,6 +337,45 @@ impl fmt::Display for Duration {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
+        }
+    }
+}
+
+/// A byte count: an integer, or a string with a binary unit (`"512k"`, `"10m"`, `"1g"`),
+/// like nginx's sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl FromStr for Size {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim().to_ascii_lowercase();
+        let (num, mult) = match t.as_bytes().last() {
+            Some(b'k') => (&t[..t.len() - 1], 1u64 << 10),
+            Some(b'm') => (&t[..t.len() - 1], 1 << 20),
+            Some(b'g') => (&t[..t.len() - 1], 1 << 30),
+            _ => (t.as_str(), 1),
+        };
+        num.parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(mult))
+            .map(Size)
+            .ok_or_else(|| format!("`{s}` is not a size like 1048576, \"512k\", \"10m\" or \"1g\""))
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(n) => Ok(Size(n)),
+            Raw::Text(s) => s.parse().map_err(de::Error::custom),
         }
     }
 }

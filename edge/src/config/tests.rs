@@ -94,8 +94,92 @@ fn dev_config_matches_the_stack_layout() {
         .collect();
     assert_eq!(sync, [8201, 8202]);
     let web = cfg.pool("webapp").expect("webapp");
-    assert_eq!(web.algorithm, Algorithm::RoundRobin);
+    // Session affinity: each user's memcached data lives on one instance.
+    assert_eq!(
+        web.algorithm,
+        Algorithm::Ketama {
+            key: HashKey::Cookie("onebook_session".into())
+        }
+    );
     assert_eq!(web.servers.len(), 2);
+    // Active probes would mark servers down before the stack has started them.
+    assert!(cfg.pools.iter().all(|p| p.health_check.is_none()));
+}
+
+#[test]
+fn new_pool_listener_route_and_log_options() {
+    let cfg = parse_ok(
+        r#"
+[admin]
+token = "t0ken"
+
+[access_log]
+path = "stdout"
+format = "combined"
+buffer = 16
+
+[[listener]]
+name = "http"
+address = "127.0.0.1:8080"
+max_body_size = "10m"
+header_timeout = "5s"
+max_header_size = "16k"
+max_connections = 100
+
+[[route]]
+pool = "web"
+max_body_size = 1024
+
+[pool.web]
+algorithm = "least_conn"
+servers = [{ address = "127.0.0.1:8101" }, { address = "127.0.0.1:8102", backup = true }]
+write_timeout = "5s"
+retry_idempotent = false
+"#,
+    );
+    assert_eq!(cfg.admin.token.as_deref(), Some("t0ken"));
+    let log = cfg.access_log.as_ref().expect("access log");
+    assert_eq!(
+        (log.path.clone(), log.format, log.buffer),
+        (None, model::AccessLogFormat::Combined, 16)
+    );
+    let l = &cfg.listeners[0];
+    assert_eq!(l.max_body_size, Some(10 << 20));
+    assert_eq!(l.max_header_size, 16 << 10);
+    assert_eq!(l.max_connections, Some(100));
+    assert_eq!(cfg.routes[0].max_body_size, Some(1024));
+    let web = &cfg.pools[0];
+    assert_eq!(web.algorithm, Algorithm::LeastConn);
+    assert!(web.servers[1].backup && !web.servers[0].backup);
+    assert!(!web.retry_idempotent);
+}
+
+#[test]
+fn new_options_are_validated() {
+    let only_backups = MINIMAL.replace(
+        "servers = [{ address = \"127.0.0.1:8101\" }]",
+        "servers = [{ address = \"127.0.0.1:8101\", backup = true }]",
+    );
+    let e = parse_err(&only_backups);
+    assert_eq!(e.key, "pool.web.servers");
+    assert!(e.message.contains("backup"), "{e}");
+    let plain_hsts = MINIMAL.replace(
+        "address = \"127.0.0.1:8080\"",
+        "address = \"127.0.0.1:8080\"\nhsts = \"max-age=60\"",
+    );
+    let e = parse_err(&plain_hsts);
+    assert_eq!(e.key, "listener[0].hsts");
+    let no_max_age = MINIMAL.replace(
+        "pool = \"web\"",
+        "pool = \"web\"\nhsts = \"includeSubDomains\"",
+    );
+    let e = parse_err(&no_max_age);
+    assert_eq!((e.key.as_str(), e.line), ("route[0].hsts", Some(8)), "{e}");
+    let bad_size = MINIMAL.replace(
+        "address = \"127.0.0.1:8080\"",
+        "address = \"127.0.0.1:8080\"\nmax_header_size = \"2m\"",
+    );
+    assert_eq!(parse_err(&bad_size).key, "listener[0].max_header_size");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::model::{Duration, HashKey};
+use super::model::{Duration, HashKey, Size};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +24,23 @@ pub(super) struct File {
     pub route: Vec<RouteToml>,
     #[serde(default)]
     pub pool: BTreeMap<String, PoolToml>,
+    pub access_log: Option<AccessLogToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AccessLogToml {
+    pub path: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    pub format: Option<AccessLogFormatToml>,
+    pub buffer: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum AccessLogFormatToml {
+    Json,
+    Combined,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -40,6 +57,7 @@ pub(super) struct ServerToml {
 #[serde(deny_unknown_fields)]
 pub(super) struct AdminToml {
     pub listen: Option<Spanned<SocketAddr>>,
+    pub token: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +68,12 @@ pub(super) struct ListenerToml {
     pub tls: Option<TlsToml>,
     #[serde(default)]
     pub h2: Option<Spanned<bool>>,
+    pub hsts: Option<Spanned<String>>,
+    pub max_body_size: Option<Size>,
+    pub header_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub max_header_size: Option<Spanned<Size>>,
+    pub max_connections: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +101,8 @@ pub(super) struct RouteToml {
     pub pool: Spanned<String>,
     #[serde(default)]
     pub redirect_https: Option<Spanned<bool>>,
+    pub hsts: Option<Spanned<String>>,
+    pub max_body_size: Option<Size>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,7 +115,10 @@ pub(super) struct PoolToml {
     pub keepalive: Option<Duration>,
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
+    pub write_timeout: Option<Duration>,
+    pub request_timeout: Option<Duration>,
     pub connect_retries: Option<usize>,
+    pub retry_idempotent: Option<bool>,
     pub health_check: Option<Spanned<HealthCheckToml>>,
     pub max_fails: Option<u32>,
     pub fail_timeout: Option<Duration>,
@@ -118,11 +147,14 @@ pub(super) enum HealthCheckKindToml {
 pub(super) struct ServerEntryToml {
     pub address: Spanned<SocketAddr>,
     pub weight: Option<Spanned<usize>>,
+    pub backup: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum AlgorithmToml {
     RoundRobin,
+    LeastConn,
+    RandomTwo,
     Ketama,
 }

@@ -32,6 +32,15 @@ pub fn request_id(req: &RequestHeader) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
+/// The declared `Content-Length`, `None` when absent or unreadable (the streamed body
+/// is then counted instead).
+pub fn content_length(req: &RequestHeader) -> Option<u64> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The host the client asked for, lower-case and without port: `Host` for HTTP/1,
 /// the `:authority` (in the URI) for HTTP/2.
 pub fn request_host(req: &RequestHeader) -> Cow<'_, str> {

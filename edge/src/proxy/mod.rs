@@ -1,26 +1,30 @@
 //! The request path: one `EdgeProxy` per listener, all sharing `EdgeState`.
 
+pub mod downstream;
 mod headers;
 pub mod routing;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::Digest;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
 use self::routing::RoutingTable;
+use crate::access_log::Entry;
 use crate::admin::metrics::class_index;
+use crate::balance::state::Lease;
 use crate::state::EdgeState;
 
 pub struct EdgeProxy {
-    pub listener: String,
+    pub listener: Arc<str>,
     /// Whether this listener terminates TLS: drives X-Forwarded-Proto and redirects.
     pub tls: bool,
     pub state: Arc<EdgeState>,
@@ -32,8 +36,14 @@ pub struct Ctx {
     table: Option<Arc<RoutingTable>>,
     route: Option<usize>,
     server: Option<usize>,
-    /// Servers that failed to connect for this request; skipped on retry.
+    /// Servers that failed for this request; skipped on retry.
     tried: Vec<usize>,
+    /// The chosen server's in-flight count, held until the request ends or moves on.
+    lease: Option<Lease>,
+    listener: Option<usize>,
+    /// Effective body limit (route over listener) and the bytes seen so far.
+    max_body: Option<u64>,
+    body_bytes: u64,
     request_id: Option<HeaderValue>,
     started: Instant,
     _in_flight: InFlight,
@@ -64,6 +74,18 @@ impl EdgeProxy {
         let route = table.routes.get(ctx.route?)?;
         table.pools.get(route.pool)
     }
+
+    /// HSTS for this response: the route's value, else the listener's; TLS only.
+    fn hsts<'c>(&self, ctx: &'c Ctx) -> Option<&'c HeaderValue> {
+        if !self.tls {
+            return None;
+        }
+        let table = ctx.table.as_ref()?;
+        let route = ctx.route.and_then(|r| table.routes.get(r));
+        route
+            .and_then(|r| r.route.hsts.as_ref())
+            .or_else(|| table.listeners.get(ctx.listener?)?.hsts.as_ref())
+    }
 }
 
 #[async_trait]
@@ -76,6 +98,10 @@ impl ProxyHttp for EdgeProxy {
             route: None,
             server: None,
             tried: Vec::new(),
+            lease: None,
+            listener: None,
+            max_body: None,
+            body_bytes: 0,
             request_id: None,
             started: Instant::now(),
             _in_flight: InFlight::new(&self.state.in_flight),
@@ -87,13 +113,31 @@ impl ProxyHttp for EdgeProxy {
         ctx.request_id = Some(headers::request_id(session.req_header()));
         let host = headers::request_host(session.req_header());
         ctx.route = table.find(&host, session.req_header().uri.path());
-        // Requests the edge answers itself: no route (404), or HTTPS-only on plain HTTP.
-        let answer = match ctx.route.and_then(|i| table.routes.get(i)) {
+        ctx.listener = table
+            .listeners
+            .iter()
+            .position(|l| *l.name == *self.listener);
+        let listener = ctx.listener.and_then(|i| table.listeners.get(i));
+        let route = ctx.route.and_then(|i| table.routes.get(i));
+        ctx.max_body = route
+            .and_then(|r| r.route.max_body_size)
+            .or(listener.and_then(|l| l.max_body_size));
+        // Requests the edge answers itself: no route (404), HTTPS-only on plain HTTP
+        // (308), or a declared body over the limit (413, before anything is proxied).
+        let answer = match route {
             None => Some((404, None)),
             Some(r) if r.route.redirect_https && !self.tls => {
                 let location =
                     headers::https_location(session.req_header(), &host, table.https_port);
                 Some((308, Some(location)))
+            }
+            Some(_)
+                if ctx
+                    .max_body
+                    .zip(headers::content_length(session.req_header()))
+                    .is_some_and(|(max, len)| len > max) =>
+            {
+                Some((413, None))
             }
             Some(_) => None,
         };
@@ -101,7 +145,8 @@ impl ProxyHttp for EdgeProxy {
         match answer {
             None => Ok(false),
             Some((status, location)) => {
-                respond(session, ctx, status, location).await?;
+                let hsts = self.hsts(ctx).cloned();
+                respond(session, ctx, status, location, hsts).await?;
                 Ok(true)
             }
         }
@@ -116,6 +161,7 @@ impl ProxyHttp for EdgeProxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no route"))?;
         let Some(index) = pool.select(session, &ctx.tried) else {
             ctx.server = None;
+            ctx.lease = None;
             let context = format!("no usable server left in pool `{}`", pool.name());
             // Nothing tried yet means health checks rule every server out: that is
             // "unavailable" (503, like HAProxy). After failed attempts it is a bad gateway.
@@ -130,7 +176,92 @@ impl ProxyHttp for EdgeProxy {
         let server = pool.servers.get(index).ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "selected server out of range")
         })?;
-        Ok(Box::new(server.peer.clone()))
+        let mut peer = Box::new(server.peer.clone());
+        if let Some(total) = pool.config.request_timeout {
+            // Each attempt gets what is left of the budget (Pingora's timeouts are per
+            // connect / per read, never per request).
+            let left = total.0.saturating_sub(ctx.started.elapsed());
+            if left.is_zero() {
+                return Error::e_explain(ErrorType::HTTPStatus(504), "request_timeout reached");
+            }
+            let o = &mut peer.options;
+            let cap = |t: Option<std::time::Duration>| Some(t.map_or(left, |t| t.min(left)));
+            o.connection_timeout = cap(o.connection_timeout);
+            o.read_timeout = cap(o.read_timeout);
+            o.write_timeout = cap(o.write_timeout);
+        }
+        // Replacing a previous attempt's lease releases that server's count.
+        ctx.lease = Some(server.state.lease());
+        Ok(peer)
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        // A body dripping in under the per-read timeout would otherwise outlive the budget.
+        let total = ctx
+            .table
+            .as_ref()
+            .and_then(|t| self.pool(t, ctx))
+            .and_then(|p| p.config.request_timeout);
+        if total.is_some_and(|t| ctx.started.elapsed() > t.0) {
+            return Error::e_explain(ErrorType::ReadTimedout, "request_timeout reached")
+                .map_err(|e| e.into_up());
+        }
+        Ok(None)
+    }
+
+    /// Pingora's default mapping, except that upstream timeouts are `504` (as in nginx)
+    /// rather than `502`.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        use pingora::ErrorSource;
+        let code = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(code), _) => *code,
+            (
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+                ErrorSource::Upstream,
+            ) => 504,
+            (_, ErrorSource::Upstream) => 502,
+            (
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                ErrorSource::Downstream,
+            ) => 0, // the client is gone
+            (_, ErrorSource::Downstream) => 400,
+            (_, ErrorSource::Internal | ErrorSource::Unset) => 500,
+        };
+        if code > 0 {
+            if let Err(err) = session.respond_error(code).await {
+                tracing::debug!(error = %err, "failed to send error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Chunked or under-declared bodies are counted as they stream.
+        if let (Some(limit), Some(chunk)) = (ctx.max_body, body.as_ref()) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > limit {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    format!("request body over {limit} bytes"),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn fail_to_connect(
@@ -166,23 +297,37 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
+        let upstream_fault = e.esource() == &pingora::ErrorSource::Upstream;
+        let mut retry_elsewhere = false;
         if let (Some(table), Some(index)) = (ctx.table.clone(), ctx.server) {
             if let Some(pool) = self.pool(&table, ctx) {
                 if let Some(server) = pool.servers.get(index) {
                     server.metrics.proxy_errors.inc();
                 }
                 // Only the upstream's fault counts against it (not a client hanging up).
-                if e.esource() == &pingora::ErrorSource::Upstream {
+                if upstream_fault {
                     pool.record_failure(index);
+                    ctx.tried.push(index);
+                    // Replaying is safe only for idempotent methods whose (empty) body
+                    // can be sent again, and only while the client has seen nothing.
+                    retry_elsewhere = pool.config.retry_idempotent
+                        && session.req_header().method.is_idempotent()
+                        && session.as_mut().is_body_empty()
+                        && session.response_written().is_none()
+                        && ctx.tried.len() <= pool.config.connect_retries
+                        && ctx.tried.len() < pool.servers.len();
                 }
             }
         }
-        // Pingora's default policy: retry only idempotent requests on a stale reused connection.
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        if retry_elsewhere {
+            e.set_retry(true);
+        } else if !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
         {
             e.set_retry(false);
         } else {
+            // Pingora's default: a stale reused connection may be retried.
             e.retry.decide_reuse(client_reused);
         }
         e
@@ -228,6 +373,9 @@ impl ProxyHttp for EdgeProxy {
         if let Some(id) = &ctx.request_id {
             resp.insert_header(headers::X_REQUEST_ID, id.clone())?;
         }
+        if let Some(hsts) = self.hsts(ctx) {
+            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+        }
         Ok(())
     }
 
@@ -251,6 +399,40 @@ impl ProxyHttp for EdgeProxy {
                 c.inc();
             }
         }
+        // The request is over for balancing purposes before the log line is queued.
+        ctx.lease = None;
+        if let Some(log) = &self.state.access_log {
+            let req = session.req_header();
+            let upstream = ctx.table.as_ref().zip(ctx.server).and_then(|(t, s)| {
+                let pool = self.pool(t, ctx)?;
+                pool.servers.get(s).map(|s| s.address)
+            });
+            log.log(Entry {
+                time: SystemTime::now(),
+                client: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip()),
+                listener: self.listener.clone(),
+                method: req.method.clone(),
+                uri: req.uri.clone(),
+                version: req.version,
+                status: status.unwrap_or(0),
+                bytes_sent: session.body_bytes_sent(),
+                route: ctx
+                    .table
+                    .as_ref()
+                    .zip(ctx.route)
+                    .and_then(|(t, r)| t.routes.get(r))
+                    .map(|r| r.name.clone()),
+                upstream,
+                duration: elapsed,
+                request_id: ctx.request_id.clone(),
+                referer: req.headers.get(http::header::REFERER).cloned(),
+                user_agent: req.headers.get(http::header::USER_AGENT).cloned(),
+                error: e.map(|e| e.to_string()),
+            });
+        }
         tracing::debug!(
             target: "edge::access",
             listener = %self.listener,
@@ -265,14 +447,18 @@ impl ProxyHttp for EdgeProxy {
     }
 }
 
-/// Sends a small response generated by the edge itself (404, redirects).
+/// Sends a small response generated by the edge itself (404, redirects, 413).
 async fn respond(
     session: &mut Session,
     ctx: &Ctx,
     status: u16,
     location: Option<HeaderValue>,
+    hsts: Option<HeaderValue>,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4))?;
+    let mut resp = ResponseHeader::build(status, Some(5))?;
+    if let Some(hsts) = hsts {
+        resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
+    }
     resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
     if let Some(loc) = location {
         resp.insert_header(http::header::LOCATION, loc)?;

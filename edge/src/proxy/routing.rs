@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use crate::admin::metrics::{Metrics, RouteMetrics};
+use http::HeaderValue;
+
 use crate::balance::health::HealthRegistries;
+use crate::balance::state::ServerStates;
 use crate::balance::PoolRuntime;
 use crate::config::model::{Config, Route};
 use crate::error::Result;
@@ -18,10 +21,20 @@ pub struct RoutingTable {
     /// Port of the first TLS listener, for `redirect_https`; `None` when it is 443.
     pub https_port: Option<u16>,
     pub unrouted: RouteMetrics,
+    /// Per-listener request policy that a reload may change (sockets it may not).
+    pub listeners: Vec<ListenerPolicy>,
+}
+
+pub struct ListenerPolicy {
+    pub name: String,
+    pub hsts: Option<HeaderValue>,
+    pub max_body_size: Option<u64>,
 }
 
 pub struct RouteRuntime {
     pub route: Route,
+    /// `route.name`, shared with access log entries without copying.
+    pub name: Arc<str>,
     pub pool: usize,
     pub metrics: RouteMetrics,
 }
@@ -32,11 +45,12 @@ impl RoutingTable {
         generation: u64,
         metrics: &Metrics,
         health: &HealthRegistries,
+        states: &ServerStates,
     ) -> Result<Self> {
         let pools = config
             .pools
             .iter()
-            .map(|p| PoolRuntime::build(p, metrics, health.for_pool(p)?))
+            .map(|p| PoolRuntime::build(p, metrics, health.for_pool(p)?, states))
             .collect::<Result<Vec<_>>>()?;
         let routes = config
             .routes
@@ -50,6 +64,7 @@ impl RoutingTable {
                     .map(|s| s.label.clone())
                     .collect();
                 Some(RouteRuntime {
+                    name: Arc::from(r.name.as_str()),
                     route: r.clone(),
                     pool,
                     metrics: metrics.route(&r.name, &r.pool, &labels),
@@ -68,7 +83,21 @@ impl RoutingTable {
             pools,
             https_port,
             unrouted: metrics.unrouted(),
+            listeners: config
+                .listeners
+                .iter()
+                .map(|l| ListenerPolicy {
+                    name: l.name.clone(),
+                    hsts: l.hsts.clone(),
+                    max_body_size: l.max_body_size,
+                })
+                .collect(),
         })
+    }
+
+    pub fn listener(&self, name: &str) -> Option<&ListenerPolicy> {
+        // A handful of listeners: a scan beats hashing the name.
+        self.listeners.iter().find(|l| l.name == name)
     }
 
     /// `host` must already be lower-case and without port.

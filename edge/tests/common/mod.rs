@@ -135,11 +135,11 @@ pub struct Ports {
 
 impl Ports {
     pub fn new() -> Self {
-        Ports {
-            https: free_port(),
-            http: free_port(),
-            admin: free_port(),
-        }
+        // Bound together so the OS cannot hand out the same port twice.
+        let bind = || StdListener::bind("127.0.0.1:0").expect("ephemeral port");
+        let held = [bind(), bind(), bind()];
+        let [https, http, admin] = held.map(|l| l.local_addr().map(|a| a.port()).expect("port"));
+        Ports { https, http, admin }
     }
 }
 
@@ -339,4 +339,162 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
                 .and_then(|rest| rest.trim().parse().ok())
         })
         .unwrap_or(0.0)
+}
+
+/// A hand-rolled HTTP/1.1 upstream the test controls: `kill` drops the listener and every
+/// open connection at once (what a crashed process looks like to the edge), `/hold` waits
+/// until `release`, `/delay` answers after 30 ms, a path containing `close` gets
+/// `Connection: close`. Answers like [`upstream`]'s echo.
+pub struct Ctl {
+    pub addr: SocketAddr,
+    pub name: &'static str,
+    kill: tokio::sync::watch::Sender<bool>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+impl Ctl {
+    pub async fn start(name: &'static str) -> Ctl {
+        Self::start_at(name, "127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// Binds `addr` (a killed server's, to bring it back).
+    pub async fn start_at(name: &'static str, addr: SocketAddr) -> Ctl {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind ctl upstream");
+        let addr = listener.local_addr().expect("addr");
+        let (kill, kill_rx) = tokio::sync::watch::channel(false);
+        let (release, release_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut k = kill_rx.clone();
+            loop {
+                tokio::select! {
+                    _ = k.wait_for(|v| *v) => return,
+                    conn = listener.accept() => {
+                        let Ok((stream, _)) = conn else { return };
+                        let (mut k, r) = (kill_rx.clone(), release_rx.clone());
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                _ = k.wait_for(|v| *v) => {}
+                                _ = serve_conn(stream, name, r) => {}
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        Ctl {
+            addr,
+            name,
+            kill,
+            release,
+        }
+    }
+
+    pub fn kill(&self) {
+        let _ = self.kill.send(true);
+    }
+
+    pub fn release(&self) {
+        let _ = self.release.send(true);
+    }
+}
+
+impl Drop for Ctl {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn serve_conn(
+    stream: tokio::net::TcpStream,
+    name: &'static str,
+    mut release: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let mut s = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if s.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            if s.read_line(&mut h).await.unwrap_or(0) == 0 {
+                return;
+            }
+            if h == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        if s.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        if path.starts_with("/hold") {
+            let _ = release.wait_for(|v| *v).await;
+        } else if path.starts_with("/delay") {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let close = path.contains("close");
+        let body = json!({ "server": name, "path": path }).to_string();
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
+            body.len(),
+            if close { "connection: close\r\n" } else { "" },
+        );
+        if s.get_mut().write_all(resp.as_bytes()).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+/// Admin `/status` as JSON, with an optional bearer token.
+pub async fn admin_status(edge: &Edge, token: Option<&str>) -> Value {
+    let mut req = edge.client().get(edge.admin_url("/status"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("status");
+    assert!(resp.status().is_success(), "status: {}", resp.status());
+    resp.json().await.expect("status json")
+}
+
+/// The `/status` entry of server `addr` in pool `pool`.
+pub fn status_server<'a>(status: &'a Value, pool: &str, addr: SocketAddr) -> &'a Value {
+    status["pools"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == pool))
+        .and_then(|p| p["servers"].as_array())
+        .and_then(|ss| ss.iter().find(|s| s["address"] == addr.to_string()))
+        .unwrap_or_else(|| panic!("no server {addr} in pool {pool}: {status}"))
+}
+
+/// Waits (5 s at most) until one of `servers` of `pool` shows one request in flight, and
+/// returns it.
+pub async fn wait_busy<'a>(
+    edge: &Edge,
+    token: Option<&str>,
+    pool: &str,
+    servers: &[&'a Ctl],
+) -> &'a Ctl {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = admin_status(edge, token).await;
+        if let Some(c) = servers
+            .iter()
+            .find(|c| status_server(&status, pool, c.addr)["in_flight"] == 1)
+        {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "no request in flight: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
