@@ -88,6 +88,21 @@ impl DevInf {
         build(self)
     }
 
+    /// A standalone XML document, the form the server stores a client's
+    /// DevInf in between sessions.
+    pub fn to_xml(&self) -> Vec<u8> {
+        crate::xml::write(&crate::tree::Document {
+            version: self.version,
+            root: self.to_element(),
+        })
+    }
+
+    /// Reads what [`DevInf::to_xml`] wrote.
+    pub fn from_xml(bytes: &[u8]) -> Result<DevInf, crate::codec::CodecError> {
+        let doc = crate::xml::parse(bytes)?;
+        Ok(parse(&doc.root, &At::root("DevInf"))?)
+    }
+
     /// `application/vnd.syncml-devinf+xml` or `+wbxml`, matching the
     /// encoding of the message that carries it (as libsynthesis does).
     pub fn meta_type(encoding: Encoding) -> &'static str {

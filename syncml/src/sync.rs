@@ -1,0 +1,671 @@
+//! The contacts datastore: Alert (anchors, two-way vs slow), the client's
+//! Sync (Add/Replace/Delete with a Status per item), our Sync (changes since
+//! the device's last sync), Map, and committing the anchors.
+//!
+//! Only two-way (200) and slow (201) syncs are implemented; 202–205 get 406
+//! so a client reports a clear error instead of half a sync.
+
+use crate::message::{
+    Alert, Anchor, Command, Item, ItemCommand, ItemData, Location, Map, Meta, Status, Sync,
+};
+use crate::session::{datastore_key, SessionError, Turn};
+use crate::store::{Pending, PendingOp, Phase, StoreState};
+use crate::tree::Version;
+use onebook_domain::contact_queries::ContactQuery;
+use onebook_domain::contacts::{Contact, ContactCard};
+use onebook_domain::syncml_state::SyncAnchors;
+use onebook_domain::vcard;
+use onebook_domain::DomainError;
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
+
+const TWO_WAY: u16 = 200;
+const SLOW: u16 = 201;
+const NEXT_MESSAGE: u16 = 222;
+const CHANGES_PAGE: i64 = 1000;
+const CONTACTS_PAGE: i64 = 500;
+
+fn anchor_now() -> String {
+    chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+fn uri_of(loc: Option<&Location>) -> String {
+    loc.map(|l| l.loc_uri.trim().to_owned()).unwrap_or_default()
+}
+
+/// Statuses for item-level domain failures; the session goes on.
+fn item_error_code(e: &DomainError) -> u16 {
+    match e {
+        DomainError::Invalid { .. } => 400,
+        DomainError::NotFound => 404,
+        DomainError::Conflict(_) => 409,
+        DomainError::Unavailable { .. } | DomainError::Database { .. } => 510,
+        _ => 500,
+    }
+}
+
+pub(crate) async fn alert(t: &mut Turn<'_>, alert: &Alert) -> Result<(), SessionError> {
+    let id = alert.cmd_id.clone();
+    let item = alert.items.first();
+    let target = uri_of(item.and_then(|i| i.target.as_ref()));
+    let source = uri_of(item.and_then(|i| i.source.as_ref()));
+    let respond = |t: &mut Turn<'_>, code| {
+        if !alert.no_resp {
+            t.push_status(&id, "Alert", Some(&target), Some(&source), code);
+        }
+    };
+    let early = match alert.code {
+        Some(TWO_WAY | SLOW) => None,
+        // Nothing of ours is split over messages yet, so there is never
+        // more to send; the Status is all the client needs.
+        Some(NEXT_MESSAGE) | Some(100) => Some(200),
+        Some(_) => Some(406),
+        None => Some(400),
+    };
+    let key = datastore_key(&target);
+    let (requested, key) = match (early, alert.code, key) {
+        (Some(code), _, _) => {
+            respond(t, code);
+            return Ok(());
+        }
+        (None, Some(requested), Some(key)) => (requested, key),
+        _ => {
+            respond(t, 404);
+            return Ok(());
+        }
+    };
+    let client_anchor = item
+        .and_then(|i| i.meta.as_ref())
+        .and_then(|m| m.anchor.clone())
+        .unwrap_or_default();
+    let stored = t.domain.syncml_anchors(&t.viewer, &t.dev_id, key).await?;
+    let anchors_match = stored.as_ref().is_some_and(|s| {
+        client_anchor.last.as_deref().map(str::trim) == Some(s.client_next.trim())
+    });
+    // Two-way only from a state both sides agree on; anything else (first
+    // contact, lost state, anchors out of step) is a slow sync, announced
+    // with 508 so the client sends everything.
+    let (code, mode) = match requested {
+        TWO_WAY if anchors_match => (200, TWO_WAY),
+        TWO_WAY => (508, SLOW),
+        _ => (200, SLOW),
+    };
+    let server_next = anchor_now();
+    let since_seq = match (&stored, mode) {
+        (Some(s), TWO_WAY) => s.last_seq,
+        _ => 0,
+    };
+    if !alert.no_resp {
+        let mut status = t.status(&id, "Alert", Some(&target), Some(&source), code);
+        status.items.push(Item {
+            data: Some(ItemData::Anchor(Anchor {
+                last: None,
+                next: client_anchor.next.clone(),
+            })),
+            ..Item::default()
+        });
+        t.out.push(Command::Status(status));
+    }
+    let alert_id = t.next_id();
+    t.out.push(Command::Alert(Alert {
+        cmd_id: alert_id.clone(),
+        code: Some(mode),
+        items: vec![Item {
+            target: Some(Location::new(source.clone())),
+            source: Some(Location::new(target.clone())),
+            meta: Some(Meta {
+                anchor: Some(Anchor {
+                    last: stored.as_ref().map(|s| s.server_next.clone()),
+                    next: server_next.clone(),
+                }),
+                max_obj_size: Some(t.max_obj_size()),
+                ..Meta::default()
+            }),
+            ..Item::default()
+        }],
+        ..Alert::default()
+    }));
+    t.state.stores.retain(|s| s.key != key);
+    t.state.stores.push(StoreState {
+        uri: target,
+        client_uri: source,
+        key: key.to_owned(),
+        mode,
+        client_next: client_anchor.next,
+        server_next,
+        since_seq,
+        sent_seq: since_seq,
+        phase: Phase::Alerted,
+        touched: Vec::new(),
+        seen_luids: Vec::new(),
+        alert_ref: format!("{}/{}", t.state.server_msg_id, alert_id),
+        outbox: Vec::new(),
+        announced: false,
+    });
+    Ok(())
+}
+
+/// Statuses the client sends for our commands. A 508 on our Alert means the
+/// client could not verify our anchor and will send everything: slow sync.
+pub(crate) fn client_status(t: &mut Turn<'_>, status: &Status) {
+    if status.cmd == "Alert" && status.code == 508 {
+        let reference = format!(
+            "{}/{}",
+            status.msg_ref.as_deref().unwrap_or_default().trim(),
+            status.cmd_ref.trim()
+        );
+        for store in t.state.stores.iter_mut() {
+            if store.alert_ref == reference {
+                store.mode = SLOW;
+                store.since_seq = 0;
+            }
+        }
+    } else if status.code >= 300 && status.cmd != "SyncHdr" {
+        tracing::info!(dev_id = %t.dev_id, cmd = %status.cmd, code = status.code, refs = ?status.source_refs, "client rejected a command");
+    }
+}
+
+/// Everything the client's Sync needs while its items are applied.
+struct Apply {
+    store: usize,
+    /// LUID → contact.
+    maps: HashMap<String, Uuid>,
+    changed_maps: Vec<(String, Option<Uuid>)>,
+    /// Slow sync: server contacts not yet claimed by a client item, by match key.
+    unclaimed: Option<HashMap<String, Uuid>>,
+}
+
+pub(crate) async fn sync(t: &mut Turn<'_>, sync: &Sync) -> Result<(), SessionError> {
+    let id = sync.cmd_id.clone();
+    let target = uri_of(sync.target.as_ref());
+    let source = uri_of(sync.source.as_ref());
+    let store = datastore_key(&target).and_then(|key| {
+        t.state
+            .stores
+            .iter()
+            .position(|s| s.key == key && matches!(s.phase, Phase::Alerted | Phase::ClientSync))
+    });
+    let Some(store) = store else {
+        // Not alerted in this session (or unknown): nothing inside applies.
+        let code = if datastore_key(&target).is_some() {
+            403
+        } else {
+            404
+        };
+        if !sync.no_resp {
+            t.push_status(&id, "Sync", Some(&target), Some(&source), code);
+        }
+        for c in &sync.commands {
+            if !c.no_resp() {
+                t.push_status(c.cmd_id(), c.name(), None, None, code);
+            }
+        }
+        return Ok(());
+    };
+    if !sync.no_resp {
+        t.push_status(&id, "Sync", Some(&target), Some(&source), 200);
+    }
+    t.state.stores[store].phase = Phase::ClientSync;
+    let key = t.state.stores[store].key.clone();
+    let maps = t
+        .domain
+        .syncml_maps(&t.viewer, &t.dev_id, &key)
+        .await?
+        .into_iter()
+        .collect();
+    let mut apply = Apply {
+        store,
+        maps,
+        changed_maps: Vec::new(),
+        unclaimed: None,
+    };
+    let sync_meta = sync.meta.as_ref();
+    for c in &sync.commands {
+        match c {
+            Command::Add(cmd) | Command::Replace(cmd) | Command::Delete(cmd) => {
+                for item in &cmd.items {
+                    let code = apply_item(t, &mut apply, c.name(), cmd, item, sync_meta).await?;
+                    if !cmd.no_resp {
+                        let luid = uri_of(item.source.as_ref());
+                        let guid = uri_of(item.target.as_ref());
+                        let status = t.status(
+                            &cmd.cmd_id,
+                            c.name(),
+                            (!guid.is_empty()).then_some(guid.as_str()),
+                            (!luid.is_empty()).then_some(luid.as_str()),
+                            code,
+                        );
+                        t.out.push(Command::Status(status));
+                    }
+                }
+            }
+            other => {
+                if !other.no_resp() {
+                    t.push_status(other.cmd_id(), other.name(), None, None, 406);
+                }
+            }
+        }
+    }
+    t.domain
+        .set_syncml_maps(&t.viewer, &t.dev_id, &key, &apply.changed_maps)
+        .await?;
+    Ok(())
+}
+
+/// Ids of contacts created from client items: derived from our session and
+/// the LUID, so a retried write (or a resent message) creates nothing twice,
+/// while a later session re-adding the same LUID gets a new contact.
+fn contact_id_for(session_id: &str, luid: &str) -> Uuid {
+    let digest = Sha256::digest(format!("{session_id}\n{luid}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
+/// Slow-sync duplicate detection: same name and same first email or phone.
+fn match_key(card: &ContactCard) -> String {
+    let contact = card
+        .emails
+        .first()
+        .map(|e| e.value.trim().to_lowercase())
+        .or_else(|| {
+            card.phones.first().map(|p| {
+                p.value
+                    .chars()
+                    .filter(|c| c.is_ascii_digit())
+                    .collect::<String>()
+            })
+        })
+        .unwrap_or_default();
+    format!("{}\n{contact}", card.formatted_name.trim().to_lowercase())
+}
+
+fn is_vcard_type(t: &str) -> bool {
+    let t = t.trim().to_ascii_lowercase();
+    t == "text/vcard" || t == "text/x-vcard" || t == "text/directory"
+}
+
+async fn apply_item(
+    t: &mut Turn<'_>,
+    a: &mut Apply,
+    kind: &str,
+    cmd: &ItemCommand,
+    item: &Item,
+    sync_meta: Option<&Meta>,
+) -> Result<u16, SessionError> {
+    let luid = uri_of(item.source.as_ref());
+    let guid = uri_of(item.target.as_ref());
+    let mapped = a
+        .maps
+        .get(&luid)
+        .copied()
+        .or_else(|| Uuid::try_parse(&guid).ok());
+    if kind == "Delete" {
+        let Some(contact_id) = mapped else {
+            return Ok(211);
+        };
+        a.changed_maps.push((luid.clone(), None));
+        a.maps.remove(&luid);
+        t.state.stores[a.store].touched.push(contact_id);
+        return Ok(match t.domain.delete_contact(&t.viewer, contact_id).await {
+            Ok(()) => 200,
+            Err(DomainError::NotFound) => 211,
+            Err(e) => {
+                tracing::warn!(error = %e, "SyncML delete failed");
+                item_error_code(&e)
+            }
+        });
+    }
+    if item.more_data {
+        // Chunked objects (MoreData/213) are not reassembled yet. Clients
+        // only chunk objects larger than our MaxMsgSize, which is the 4 MiB
+        // body limit; refuse rather than store a truncated card.
+        return Ok(406);
+    }
+    let content_type = item
+        .meta
+        .as_ref()
+        .or(cmd.meta.as_ref())
+        .or(sync_meta)
+        .and_then(|m| m.content_type.as_deref());
+    if content_type.is_some_and(|ct| !is_vcard_type(ct)) {
+        return Ok(415);
+    }
+    let Some(data) = item.data.as_ref().and_then(ItemData::as_bytes) else {
+        return Ok(412);
+    };
+    let Some(Ok(parsed)) = vcard::parse_bytes(data).into_iter().next() else {
+        return Ok(415);
+    };
+    let card = vcard::from_vcard(&parsed, &t.source());
+    if luid.is_empty() {
+        return Ok(400);
+    }
+    t.state.stores[a.store].seen_luids.push(luid.clone());
+    if let Some(contact_id) = mapped {
+        match t
+            .domain
+            .update_contact(&t.viewer, contact_id, None, card.clone())
+            .await
+        {
+            Ok(_) => {
+                t.state.stores[a.store].touched.push(contact_id);
+                if !a.maps.contains_key(&luid) {
+                    a.maps.insert(luid.clone(), contact_id);
+                    a.changed_maps.push((luid, Some(contact_id)));
+                }
+                return Ok(if kind == "Add" { 201 } else { 200 });
+            }
+            // Deleted on the server meanwhile: the client's edit brings it back.
+            Err(DomainError::NotFound) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "SyncML update failed");
+                return Ok(item_error_code(&e));
+            }
+        }
+    }
+    if t.state.stores[a.store].mode == SLOW {
+        if a.unclaimed.is_none() {
+            a.unclaimed = Some(unclaimed_contacts(t, a).await?);
+        }
+        let key = match_key(&card);
+        if let Some(existing) = a.unclaimed.as_mut().and_then(|u| u.remove(&key)) {
+            // Already on the server (a slow sync after lost state): pair it
+            // instead of duplicating; the server's version stays.
+            t.state.stores[a.store].touched.push(existing);
+            a.maps.insert(luid.clone(), existing);
+            a.changed_maps.push((luid, Some(existing)));
+            return Ok(if kind == "Add" { 201 } else { 200 });
+        }
+    }
+    let id = contact_id_for(&t.session_id, &luid);
+    match t.domain.create_contact(&t.viewer, Some(id), card).await {
+        Ok(contact) => {
+            t.state.stores[a.store].touched.push(contact.id);
+            a.maps.insert(luid.clone(), contact.id);
+            a.changed_maps.push((luid, Some(contact.id)));
+            Ok(201)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "SyncML add failed");
+            Ok(item_error_code(&e))
+        }
+    }
+}
+
+/// Server contacts a slow sync may pair client items with: those not
+/// mapped to a LUID the client still has, by match key.
+async fn unclaimed_contacts(
+    t: &mut Turn<'_>,
+    a: &Apply,
+) -> Result<HashMap<String, Uuid>, SessionError> {
+    let claimed: HashSet<Uuid> = a.maps.values().copied().collect();
+    let mut out = HashMap::new();
+    for contact in all_contacts(t).await? {
+        if !claimed.contains(&contact.id) {
+            out.entry(match_key(&contact.card)).or_insert(contact.id);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads go through the per-instance cache, whose keys carry the user's
+/// change_seq: the viewer must be fresh, or a list cached before this
+/// session's writes would be served.
+async fn all_contacts(t: &Turn<'_>) -> Result<Vec<Contact>, SessionError> {
+    let viewer = t.domain.refresh_viewer(&t.viewer).await?;
+    let mut all = Vec::new();
+    loop {
+        let page = t
+            .domain
+            .query_contacts(
+                &viewer,
+                ContactQuery {
+                    offset: all.len() as i64,
+                    limit: CONTACTS_PAGE,
+                    ..ContactQuery::default()
+                },
+            )
+            .await?;
+        let n = page.contacts.len();
+        all.extend(page.contacts);
+        if n == 0 || all.len() as i64 >= page.total {
+            return Ok(all);
+        }
+    }
+}
+
+pub(crate) async fn map(t: &mut Turn<'_>, map: &Map) -> Result<(), SessionError> {
+    let target = map.target.loc_uri.trim().to_owned();
+    let source = map.source.loc_uri.trim().to_owned();
+    let code = match datastore_key(&target) {
+        None => 404,
+        Some(key) => {
+            let entries: Vec<(String, Option<Uuid>)> = map
+                .items
+                .iter()
+                .filter_map(|i| {
+                    let guid = Uuid::try_parse(i.target.loc_uri.trim()).ok()?;
+                    Some((i.source.loc_uri.trim().to_owned(), Some(guid)))
+                })
+                .collect();
+            t.domain
+                .set_syncml_maps(&t.viewer, &t.dev_id, key, &entries)
+                .await?;
+            if entries.len() == map.items.len() {
+                200
+            } else {
+                // Some GUIDs were never ours.
+                400
+            }
+        }
+    };
+    t.push_status(&map.cmd_id, "Map", Some(&target), Some(&source), code);
+    Ok(())
+}
+
+/// Our half of the sync: everything the client lacks (slow) or every change
+/// since its last sync that did not come from this session (two-way). The
+/// changes go into the store's outbox; [`emit`] sends what fits.
+pub(crate) async fn server_sync(t: &mut Turn<'_>, store: usize) -> Result<(), SessionError> {
+    let viewer = t.domain.refresh_viewer(&t.viewer).await?;
+    let s = t.state.stores[store].clone();
+    let touched: HashSet<Uuid> = s.touched.iter().copied().collect();
+    let maps = t.domain.syncml_maps(&viewer, &t.dev_id, &s.key).await?;
+    let mut by_contact: HashMap<Uuid, String> = maps.iter().map(|(l, c)| (*c, l.clone())).collect();
+    let mut outbox = Vec::new();
+    let mut forget = Vec::new();
+    let sent_seq;
+    if s.mode == SLOW {
+        // The client sent all it has; maps to LUIDs it did not send are stale.
+        let seen: HashSet<&String> = s.seen_luids.iter().collect();
+        for (luid, contact) in &maps {
+            if !seen.contains(luid) {
+                forget.push((luid.clone(), None));
+                by_contact.remove(contact);
+            }
+        }
+        sent_seq = viewer.change_seq;
+        for contact in all_contacts(t).await? {
+            if !touched.contains(&contact.id) && !by_contact.contains_key(&contact.id) {
+                outbox.push(Pending {
+                    op: PendingOp::Add,
+                    contact_id: contact.id,
+                    luid: None,
+                });
+            }
+        }
+    } else {
+        let mut since = s.since_seq;
+        let mut last_op: Vec<(Uuid, String)> = Vec::new();
+        loop {
+            let feed = t.domain.changes_since(&viewer, since, CHANGES_PAGE).await?;
+            if feed.changes.is_empty() {
+                break;
+            }
+            for c in feed.changes {
+                last_op.retain(|(id, _)| *id != c.contact_id);
+                last_op.push((c.contact_id, c.op));
+            }
+            since = feed.next_since;
+        }
+        sent_seq = since.max(s.since_seq);
+        for (contact_id, op) in last_op {
+            if touched.contains(&contact_id) {
+                continue;
+            }
+            let luid = by_contact.get(&contact_id).cloned();
+            let op = match (op == "delete", &luid) {
+                (true, Some(luid)) => {
+                    forget.push((luid.clone(), None));
+                    PendingOp::Delete
+                }
+                (true, None) => continue,
+                (false, Some(_)) => PendingOp::Replace,
+                (false, None) => PendingOp::Add,
+            };
+            outbox.push(Pending {
+                op,
+                contact_id,
+                luid,
+            });
+        }
+    }
+    t.domain
+        .set_syncml_maps(&viewer, &t.dev_id, &s.key, &forget)
+        .await?;
+    let st = &mut t.state.stores[store];
+    st.outbox = outbox;
+    st.announced = false;
+    st.sent_seq = sent_seq;
+    emit(t, store).await
+}
+
+/// Room we leave in each message for what size estimates miss.
+const SIZE_MARGIN: f64 = 0.9;
+
+/// Sends as much of the store's outbox as fits into this reply under the
+/// client's MaxMsgSize, in one Sync command. At least one item goes out per
+/// message, so an item bigger than the limit is still sent (splitting it
+/// with MoreData is not implemented).
+pub(crate) async fn emit(t: &mut Turn<'_>, store: usize) -> Result<(), SessionError> {
+    let version = if t.client_prefers_21().await? {
+        vcard::Version::V21
+    } else {
+        vcard::Version::V30
+    };
+    let source = t.source();
+    let meta = Meta {
+        content_type: Some(version.media_type().to_owned()),
+        ..Meta::default()
+    };
+    let s = t.state.stores[store].clone();
+    let budget = t
+        .state
+        .client_max_msg_size
+        .map(|m| (m as f64 * SIZE_MARGIN) as usize)
+        .unwrap_or(usize::MAX);
+    let sync_id = t.next_id();
+    let mut sync = Sync {
+        cmd_id: sync_id,
+        target: Some(Location::new(s.client_uri.clone())),
+        source: Some(Location::new(s.uri.clone())),
+        number_of_changes: (t.version >= Version::V1_2 && !s.announced)
+            .then_some(s.outbox.len() as u32),
+        ..Sync::default()
+    };
+    // Fresh change_seq: cached cards are keyed by it.
+    let viewer = t.domain.refresh_viewer(&t.viewer).await?;
+    let mut used = t.reply_len(Some(&sync))?;
+    let empty = t.bare_len(&[])?;
+    let mut sent = 0;
+    for pending in &s.outbox {
+        let current = match pending.op {
+            PendingOp::Delete => None,
+            _ => match t.domain.get_contact(&viewer, pending.contact_id).await {
+                Ok(c) => Some(c),
+                Err(DomainError::NotFound) => None,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let cmd_id = t.next_id();
+        let card_item = |c: &Contact, target: Option<&String>| Item {
+            target: target.map(|l| Location::new(l.clone())),
+            source: Some(Location::new(c.id.simple().to_string())),
+            data: Some(ItemData::Bytes(
+                vcard::write(&vcard::to_vcard(&c.card, version, Some(&source)), version)
+                    .into_bytes(),
+            )),
+            ..Item::default()
+        };
+        let command = match (current, &pending.luid) {
+            (Some(c), None) => Some(Command::Add(ItemCommand {
+                cmd_id,
+                meta: Some(meta.clone()),
+                items: vec![card_item(&c, None)],
+                ..ItemCommand::default()
+            })),
+            (Some(c), Some(luid)) => Some(Command::Replace(ItemCommand {
+                cmd_id,
+                meta: Some(meta.clone()),
+                items: vec![card_item(&c, Some(luid))],
+                ..ItemCommand::default()
+            })),
+            // Gone meanwhile: the client only needs to hear if it has it.
+            (None, Some(luid)) => Some(Command::Delete(ItemCommand {
+                cmd_id,
+                items: vec![Item {
+                    target: Some(Location::new(luid.clone())),
+                    source: Some(Location::new(pending.contact_id.simple().to_string())),
+                    ..Item::default()
+                }],
+                ..ItemCommand::default()
+            })),
+            (None, None) => None,
+        };
+        let Some(command) = command else {
+            t.unassign_id();
+            sent += 1;
+            continue;
+        };
+        let size = t.bare_len(std::slice::from_ref(&command))? - empty;
+        if sent > 0 && used + size > budget {
+            t.unassign_id();
+            break;
+        }
+        used += size;
+        sync.commands.push(command);
+        sent += 1;
+    }
+    t.out.push(Command::Sync(sync));
+    let st = &mut t.state.stores[store];
+    st.outbox.drain(..sent);
+    st.announced = true;
+    st.phase = if st.outbox.is_empty() {
+        Phase::ServerSyncSent
+    } else {
+        Phase::ServerSending
+    };
+    Ok(())
+}
+
+/// The client answered our Sync (and sent its Maps): both sides now hold
+/// the anchors of this session.
+pub(crate) async fn commit(t: &mut Turn<'_>, store: usize) -> Result<(), SessionError> {
+    let s = t.state.stores[store].clone();
+    t.domain
+        .set_syncml_anchors(
+            &t.viewer,
+            &t.dev_id,
+            &s.key,
+            &SyncAnchors {
+                client_next: s.client_next,
+                server_next: s.server_next,
+                last_seq: s.sent_seq,
+            },
+        )
+        .await?;
+    t.state.stores[store].phase = Phase::Done;
+    Ok(())
+}
