@@ -2,9 +2,9 @@
 //! then overlaid by command-line flags for per-instance values.
 
 use onebook_domain::settings::{load_toml, CacheSettings, DatabaseSettings, SettingsError};
+pub use onebook_service::Overrides;
 use onebook_service::ServerSettings;
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::path::Path;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,26 +39,10 @@ fn yes() -> bool {
     true
 }
 
-/// Per-instance overrides from the command line.
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub listen: Option<SocketAddr>,
-    pub instance: Option<String>,
-    pub memcached: Option<String>,
-}
-
 impl WebappConfig {
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, SettingsError> {
         let mut config: WebappConfig = load_toml(path)?;
-        if let Some(listen) = overrides.listen {
-            config.server.listen = listen;
-        }
-        if let Some(instance) = &overrides.instance {
-            config.server.instance = instance.clone();
-        }
-        if let Some(memcached) = &overrides.memcached {
-            config.cache.memcached = Some(memcached.clone());
-        }
+        overrides.apply(&mut config.server, &mut config.cache);
         let file = path.display().to_string();
         config.database.validate(&file)?;
         config.cache.validate(&file)?;

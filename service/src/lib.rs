@@ -34,6 +34,33 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
 }
 
+/// Per-instance values given on the command line, which win over the
+/// config file: how `./dev up` runs two instances from one file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub instance: Option<String>,
+    pub memcached: Option<String>,
+}
+
+impl Overrides {
+    pub fn apply(
+        &self,
+        server: &mut ServerSettings,
+        cache: &mut onebook_domain::settings::CacheSettings,
+    ) {
+        if let Some(listen) = self.listen {
+            server.listen = listen;
+        }
+        if let Some(instance) = &self.instance {
+            server.instance.clone_from(instance);
+        }
+        if let Some(memcached) = &self.memcached {
+            cache.memcached = Some(memcached.clone());
+        }
+    }
+}
+
 fn default_max_body() -> usize {
     4 * 1024 * 1024
 }

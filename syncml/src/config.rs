@@ -2,9 +2,9 @@
 //! by per-instance command-line flags.
 
 use onebook_domain::settings::{load_toml, CacheSettings, DatabaseSettings, SettingsError};
+pub use onebook_service::Overrides;
 use onebook_service::ServerSettings;
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::path::Path;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -16,25 +16,10 @@ pub struct SyncServerConfig {
     pub cache: CacheSettings,
 }
 
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub listen: Option<SocketAddr>,
-    pub instance: Option<String>,
-    pub memcached: Option<String>,
-}
-
 impl SyncServerConfig {
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, SettingsError> {
         let mut config: SyncServerConfig = load_toml(path)?;
-        if let Some(listen) = overrides.listen {
-            config.server.listen = listen;
-        }
-        if let Some(instance) = &overrides.instance {
-            config.server.instance = instance.clone();
-        }
-        if let Some(memcached) = &overrides.memcached {
-            config.cache.memcached = Some(memcached.clone());
-        }
+        overrides.apply(&mut config.server, &mut config.cache);
         let file = path.display().to_string();
         config.database.validate(&file)?;
         config.cache.validate(&file)?;
