@@ -265,3 +265,95 @@ async fn every_change_event_is_delivered_across_a_rabbitmq_restart() {
         assert_eq!(pending, 0, "unpublished events on {node}");
     }
 }
+
+/// memcached is an optimisation: with webapp-1's memcached gone, its
+/// requests are served from PostgreSQL, none fails, and once memcached is
+/// back the instance uses it again.
+#[tokio::test]
+async fn a_dead_memcached_costs_speed_not_requests() {
+    let stack = Stack::get();
+    let user = TestUser::sign_up(stack, "nocache").await;
+    let direct = reqwest::Client::new();
+    let webapp1 = "http://127.0.0.1:8101";
+    let created = direct
+        .post(format!("{webapp1}/api/v1/contacts"))
+        .bearer_auth(&user.token)
+        .json(&json!({"formatted_name": "Cached Or Not"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let pid_file = stack.stack_dir.join("pid/memcached-1.pid");
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+    let pid = pid.trim();
+    let killed = std::process::Command::new("kill")
+        .arg(pid)
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill {pid}");
+    let gone_by = tokio::time::Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        || tokio::net::TcpStream::connect("127.0.0.1:11211")
+            .await
+            .is_ok()
+    {
+        assert!(
+            tokio::time::Instant::now() < gone_by,
+            "memcached {pid} did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for i in 0..20 {
+        let url = if i % 2 == 0 {
+            format!("{webapp1}/api/v1/contacts/{id}")
+        } else {
+            format!("{webapp1}/api/v1/contacts")
+        };
+        let response = direct
+            .get(&url)
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "request {i} with memcached down");
+    }
+    let health = direct
+        .get(format!("{webapp1}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503, "healthz reports the missing cache");
+    let body: Value = health.json().await.unwrap();
+    assert_eq!(body["memcached"]["up"], false);
+
+    // scripts/datatier.sh up starts what is missing and nothing else.
+    let up = stack.datatier(&["up"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = direct
+            .get(format!("{webapp1}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        if health.status() == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "webapp-1 never saw memcached again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -10,24 +10,49 @@ use uuid::Uuid;
 async fn healthz_through_the_edge_reports_every_shard_and_memcached() {
     let stack = Stack::get();
     let client = stack.client();
-    let mut instances = HashSet::new();
-    for _ in 0..8 {
-        let response = client
+    let response = client
+        .get(format!("{}/healthz", stack.edge_https))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ok", "{body}");
+    let shards = body["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), stack.shard_urls.len());
+    assert!(shards.iter().all(|s| s["up"] == true), "{body}");
+    assert_eq!(body["memcached"]["up"], true, "{body}");
+}
+
+/// The edge hashes the webapp pool on the session cookie, so each user
+/// stays on one instance (and its memcached), while users spread over both.
+#[tokio::test]
+async fn sessions_stick_to_one_webapp_instance_and_spread_over_both() {
+    let stack = Stack::get();
+    let client = stack.client();
+    let instance_for = |cookie: String| {
+        let request = client
             .get(format!("{}/healthz", stack.edge_https))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["status"], "ok", "{body}");
-        let shards = body["shards"].as_array().unwrap();
-        assert_eq!(shards.len(), stack.shard_urls.len());
-        assert!(shards.iter().all(|s| s["up"] == true), "{body}");
-        assert_eq!(body["memcached"]["up"], true, "{body}");
-        instances.insert(body["instance"].as_str().unwrap().to_string());
+            .header("cookie", format!("onebook_session={cookie}"));
+        async move {
+            let body: Value = request.send().await.unwrap().json().await.unwrap();
+            body["instance"].as_str().unwrap().to_string()
+        }
+    };
+    let mut instances = HashSet::new();
+    for n in 0..24 {
+        let cookie = format!("user{n}.secret");
+        let first = instance_for(cookie.clone()).await;
+        for _ in 0..3 {
+            assert_eq!(
+                instance_for(cookie.clone()).await,
+                first,
+                "session {cookie} moved"
+            );
+        }
+        instances.insert(first);
     }
-    // Round robin over the two webapp instances.
-    assert_eq!(instances.len(), 2, "saw only {instances:?}");
+    assert_eq!(instances.len(), 2, "all sessions hashed to {instances:?}");
 }
 
 #[tokio::test]

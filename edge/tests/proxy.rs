@@ -177,7 +177,7 @@ async fn host_routes_redirects_and_unrouted() {
     let edge = Edge::start(&dir, &certs, ports, &cfg);
     let https: std::net::SocketAddr = format!("127.0.0.1:{}", edge.https).parse().expect("addr");
     let http: std::net::SocketAddr = format!("127.0.0.1:{}", edge.http).parse().expect("addr");
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto_provider();
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&edge.ca).expect("ca")).expect("pem");
     let client = reqwest::Client::builder()
         .tls_certs_only([ca])
@@ -274,6 +274,7 @@ async fn h2c_on_a_plain_listener_when_enabled() {
     cfg = cfg.replace("name = \"http\"\n", "name = \"http\"\nh2 = true\n");
     cfg += &format!("\n[[route]]\npool = \"web\"\n{}", pool("web", &[w]));
     let edge = Edge::start(&dir, &certs, ports, &cfg);
+    install_crypto_provider();
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()

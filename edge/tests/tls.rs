@@ -29,7 +29,7 @@ async fn sni_picks_the_matching_certificate() {
     cfg += &format!("\n[[route]]\npool = \"web\"\n{}", pool("web", &[w]));
     let edge = Edge::start(&dir, &certs, ports, &cfg);
 
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto_provider();
     let https: std::net::SocketAddr = format!("127.0.0.1:{}", edge.https).parse().expect("addr");
     let dev_ca =
         reqwest::Certificate::from_pem(&std::fs::read(&edge.ca).expect("ca")).expect("pem");

@@ -284,9 +284,15 @@ impl Drop for Edge {
     }
 }
 
-pub fn client_trusting(ca: &Path) -> reqwest::Client {
-    // reqwest is built without a crypto provider; tests pick ring, like the edge.
+/// reqwest is built without a crypto provider; tests pick ring, like the
+/// edge. Every test builds its clients after this (nextest runs each test
+/// in a process of its own).
+pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn client_trusting(ca: &Path) -> reqwest::Client {
+    install_crypto_provider();
     let pem = std::fs::read(ca).expect("read CA");
     let cert = reqwest::Certificate::from_pem(&pem).expect("CA pem");
     reqwest::Client::builder()
