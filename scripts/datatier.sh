@@ -726,6 +726,9 @@ rabbit_healthy() {
     tail -c +"$((off + 1))" "$RABBIT_LOG" 2>/dev/null | grep -q 'Server startup complete'
 }
 
+rabbit_gone() { [[ -z $(beam_pid) && -z $(rabbit_wrapper_pid) ]] && ! port_open "$AMQP_PORT"; }
+rabbit_gone_or_healthy() { rabbit_gone || rabbit_healthy; }
+
 rabbit_alive_or_die() {
     [[ -n $(rabbit_wrapper_pid) || -n $(beam_pid) ]] && return 0
     show_log_tail "$LOG_DIR/rabbitmq-stdout.log"
@@ -1003,15 +1006,28 @@ cmd_stop_rabbitmq() {
     [[ $WITH_RABBIT == 1 ]] || die "RabbitMQ is disabled (STACK_RABBITMQ=0)"
     take_lock
     stop_procs 30 "TERM:$(beam_pid)" "TERM:$(rabbit_wrapper_pid)"
+    # The wrapper can exit before beam has closed its listener; a start right after
+    # would find the old node still shutting down.
+    wait_until 30 "RabbitMQ to stop" rabbit_gone || die "RabbitMQ did not stop"
     echo "datatier: RabbitMQ stopped"
 }
 
 cmd_start_rabbitmq() {
     [[ $WITH_RABBIT == 1 ]] || die "RabbitMQ is disabled (STACK_RABBITMQ=0)"
     take_lock
-    start_rabbit
-    wait_rabbit
-    echo "datatier: RabbitMQ ready on 127.0.0.1:$AMQP_PORT"
+    wait_until 30 "the previous RabbitMQ to stop" rabbit_gone_or_healthy || die "an old RabbitMQ node is still stopping"
+    # Right after a stop, a new node sometimes dies at once in its Erlang boot (the old
+    # node's epmd registration lingers); a second attempt a moment later boots fine.
+    local attempt
+    for attempt in 1 2 3; do
+        if (start_rabbit && wait_rabbit); then
+            echo "datatier: RabbitMQ ready on 127.0.0.1:$AMQP_PORT"
+            return 0
+        fi
+        say "RabbitMQ start attempt $attempt failed; retrying"
+        sleep 2
+    done
+    die "RabbitMQ did not start (log: $RABBIT_LOG)"
 }
 
 # RSS counts shared pages (pgpool's and PostgreSQL's shared memory) once per process; PSS splits
