@@ -31,15 +31,7 @@ async fn api_tokens_authenticate_scripts_until_revoked() {
         .unwrap();
     assert_eq!(me.status(), 200);
     assert_eq!(me.json::<Value>().await.unwrap()["email"], user.email);
-    let listed: Value = user
-        .client
-        .get(format!("{}/api/v1/tokens", stack.edge_https))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = user.get_json(stack, "/api/v1/tokens").await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert!(
         listed[0].get("token").is_none(),
@@ -205,15 +197,7 @@ async fn web_forms_refuse_posts_without_the_csrf_token() {
         .await
         .unwrap();
     assert!(real.status().is_success(), "{}", real.status());
-    let listed: Value = user
-        .client
-        .get(format!("{}/api/v1/contacts", stack.edge_https))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = user.get_json(stack, "/api/v1/contacts").await;
     assert_eq!(listed["total"], 1);
     assert_eq!(
         listed["contacts"][0]["formatted_name"],

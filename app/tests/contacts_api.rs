@@ -100,15 +100,7 @@ async fn bulk_delete_reports_what_it_did_not_find() {
     let outcome: Value = response.json().await.unwrap();
     assert_eq!(outcome["deleted"].as_array().unwrap().len(), 2);
     assert_eq!(outcome["not_found"], json!([unknown]));
-    let listed: Value = user
-        .client
-        .get(format!("{}/api/v1/contacts", stack.edge_https))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = user.get_json(stack, "/api/v1/contacts").await;
     assert_eq!(listed["total"], 1);
     assert_eq!(listed["contacts"][0]["id"], keep["id"]);
 }
@@ -191,15 +183,7 @@ async fn the_change_feed_lists_every_change_in_order() {
     create(&user, stack, json!({"formatted_name": "Two"})).await;
     user.client.delete(&url).send().await.unwrap();
 
-    let feed: Value = user
-        .client
-        .get(format!("{}/api/v1/changes?since=0", stack.edge_https))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let feed: Value = user.get_json(stack, "/api/v1/changes?since=0").await;
     let ops: Vec<&str> = feed["changes"]
         .as_array()
         .unwrap()
@@ -215,15 +199,7 @@ async fn the_change_feed_lists_every_change_in_order() {
         .collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
     assert_eq!(feed["next_since"], 4);
-    let rest: Value = user
-        .client
-        .get(format!("{}/api/v1/changes?since=2", stack.edge_https))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rest: Value = user.get_json(stack, "/api/v1/changes?since=2").await;
     assert_eq!(rest["changes"].as_array().unwrap().len(), 2);
 }
 

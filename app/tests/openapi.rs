@@ -10,15 +10,7 @@ use serde_json::Value;
 async fn every_documented_operation_exists_and_the_document_is_served() {
     let stack = Stack::get();
     let user = TestUser::sign_up(stack, "openapi").await;
-    let doc: Value = user
-        .client
-        .get(format!("{}/api/v1/openapi.json", stack.edge_https))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = user.get_json(stack, "/api/v1/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 10);

@@ -159,15 +159,7 @@ async fn another_users_contact_is_a_plain_404() {
         unknown.text().await.unwrap(),
         "404 bodies must not differ"
     );
-    let listed: Value = bob
-        .client
-        .get(format!("{}/api/v1/contacts", stack.edge_https))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = bob.get_json(stack, "/api/v1/contacts").await;
     assert_eq!(listed["total"], 0);
 }
 
@@ -187,15 +179,7 @@ async fn a_retried_create_with_the_same_id_records_one_contact() {
             .unwrap();
         assert_eq!(response.status(), 201);
     }
-    let listed: Value = user
-        .client
-        .get(format!("{}/api/v1/contacts", stack.edge_https))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = user.get_json(stack, "/api/v1/contacts").await;
     assert_eq!(listed["total"], 1);
     let node = &stack.shard_nodes[user.shard_index()][0];
     let log = pg(node)

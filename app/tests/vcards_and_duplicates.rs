@@ -177,15 +177,7 @@ async fn groups_filter_listing_and_export() {
             .unwrap();
         assert_eq!(r.status(), 201);
     }
-    let groups: Value = user
-        .client
-        .get(format!("{}/api/v1/groups", stack.edge_https))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let groups: Value = user.get_json(stack, "/api/v1/groups").await;
     assert_eq!(
         groups,
         json!([{"name": "Family", "count": 1}, {"name": "Friends", "count": 2}])
@@ -245,15 +237,7 @@ async fn duplicates_are_found_merged_and_the_merge_undone() {
             .unwrap();
         ids.push(created["id"].as_str().unwrap().to_string());
     }
-    let pairs: Value = user
-        .client
-        .get(format!("{}/api/v1/duplicates", stack.edge_https))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pairs: Value = user.get_json(stack, "/api/v1/duplicates").await;
     let pairs = pairs.as_array().unwrap();
     assert_eq!(pairs.len(), 1, "{pairs:?}");
     assert_eq!(pairs[0]["reasons"], json!(["same email: ada@engines.test"]));
@@ -271,15 +255,7 @@ async fn duplicates_are_found_merged_and_the_merge_undone() {
     assert_eq!(merged["contact"]["formatted_name"], "Ada Lovelace");
     assert_eq!(merged["contact"]["organization"], "Analytical Engines");
     assert_eq!(merged["contact"]["phones"].as_array().unwrap().len(), 1);
-    let after: Value = user
-        .client
-        .get(format!("{}/api/v1/contacts", stack.edge_https))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: Value = user.get_json(stack, "/api/v1/contacts").await;
     assert_eq!(after["total"], 2);
     let gone = user
         .client
@@ -300,15 +276,7 @@ async fn duplicates_are_found_merged_and_the_merge_undone() {
         .await
         .unwrap();
     assert_eq!(undo.status(), 200);
-    let restored: Value = user
-        .client
-        .get(format!("{}/api/v1/contacts", stack.edge_https))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let restored: Value = user.get_json(stack, "/api/v1/contacts").await;
     assert_eq!(restored["total"], 3);
     let ada: Value = user
         .client

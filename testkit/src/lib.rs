@@ -216,6 +216,21 @@ impl TestUser {
         }
     }
 
+    /// GET `path` through the edge as this user and decode the JSON body.
+    pub async fn get_json(&self, stack: &Stack, path: &str) -> serde_json::Value {
+        let url = format!("{}{path}", stack.edge_https);
+        let response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: body is not JSON: {e}"))
+    }
+
     /// Index of this user's shard (shard names are `shard1`, `shard2`, ...).
     pub fn shard_index(&self) -> usize {
         self.shard
