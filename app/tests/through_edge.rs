@@ -243,3 +243,133 @@ async fn users_are_placed_on_every_shard() {
         "least-loaded placement used only {shards:?}"
     );
 }
+
+/// Many writers racing on one contact (conditional updates through both
+/// webapp instances) and on the user's change sequence (creates) must leave
+/// both PostgreSQL nodes of the shard attached and identical. pgpool detaches
+/// a node when the nodes answer one statement differently, which is how drift
+/// between the nodes shows first (docs/datatier.md, rule 2).
+#[tokio::test]
+async fn racing_writers_leave_both_nodes_attached_and_identical() {
+    let stack = Stack::get();
+    let user = TestUser::sign_up(stack, "racing").await;
+    let created: Value = user
+        .client
+        .post(format!("{}/api/v1/contacts", stack.edge_https))
+        .json(&json!({"formatted_name": "Contested"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!(
+        "{}/api/v1/contacts/{}",
+        stack.edge_https,
+        created["id"].as_str().unwrap()
+    );
+
+    const UPDATERS: usize = 12;
+    const CREATORS: usize = 6;
+    let mut tasks = Vec::new();
+    for writer in 0..UPDATERS {
+        let (client, url) = (user.client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            // Read-modify-write with If-Match until this writer's update wins once.
+            for _ in 0..200 {
+                let current = client.get(&url).send().await.unwrap();
+                assert_eq!(current.status(), 200);
+                let etag = current.headers()["etag"].to_str().unwrap().to_string();
+                let response = client
+                    .put(&url)
+                    .header("if-match", &etag)
+                    .json(
+                        &json!({"formatted_name": "Contested", "note": format!("writer {writer}")}),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                match response.status().as_u16() {
+                    200 => return,
+                    412 => continue,
+                    other => panic!("writer {writer}: {other} {:?}", response.text().await),
+                }
+            }
+            panic!("writer {writer} never won");
+        }));
+    }
+    for creator in 0..CREATORS {
+        let (client, base) = (user.client.clone(), stack.edge_https.clone());
+        tasks.push(tokio::spawn(async move {
+            let response = client
+                .post(format!("{base}/api/v1/contacts"))
+                .json(&json!({"formatted_name": format!("Created {creator}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    let final_state: Value = user
+        .client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(final_state["version"], 1 + UPDATERS as i64);
+
+    // pgpool still has both nodes of the shard attached...
+    let pool = pg(&stack.shard_urls[user.shard_index()]).await;
+    let nodes = pool.simple_query("SHOW POOL_NODES").await.unwrap();
+    let statuses: Vec<String> = nodes
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get("status").map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, ["up", "up"], "pgpool detached a node");
+
+    // ...and both nodes hold the same contacts, change log and sequence.
+    let user_id = Uuid::parse_str(&user.id).unwrap();
+    let mut per_node = Vec::new();
+    for node in &stack.shard_nodes[user.shard_index()] {
+        let client = pg(node).await;
+        let contacts: Vec<(Uuid, String, i64)> = client
+            .query(
+                "SELECT id, card::text, version FROM contacts WHERE user_id = $1 ORDER BY id",
+                &[&user_id],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let log: Vec<(i64, Uuid, String)> = client
+            .query(
+                "SELECT seq, contact_id, op FROM change_log WHERE user_id = $1 ORDER BY seq",
+                &[&user_id],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let seq: i64 = client
+            .query_one("SELECT change_seq FROM users WHERE id = $1", &[&user_id])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(contacts.len(), 1 + CREATORS, "contacts on {node}");
+        assert_eq!(log.len(), 1 + CREATORS + UPDATERS, "change log on {node}");
+        per_node.push((contacts, log, seq));
+    }
+    assert_eq!(per_node[0], per_node[1], "the nodes differ");
+}

@@ -1,10 +1,13 @@
 //! Connection pools per shard and the retry discipline pgpool-II demands.
 //!
-//! pgpool in snapshot-isolation mode runs every write on both nodes of a
-//! shard. Two things follow (docs/datatier.md): concurrent writers get
-//! SQLSTATE 40001 and must retry, and every failover or failback makes pgpool
-//! restart its children, which drops every client connection, so a statement
-//! can fail with a closed connection and must be retried on a fresh one.
+//! pgpool in native replication mode runs every write on both nodes of a
+//! shard, main node first. Two things follow (docs/datatier.md): writes run in
+//! READ COMMITTED, because each node takes a REPEATABLE READ snapshot at a
+//! different moment and the nodes then disagree (pgpool detaches one); and
+//! every failover or failback makes pgpool restart its children, which drops
+//! every client connection, so a statement can fail with a closed connection
+//! and must be retried on a fresh one. Deadlocks (40P01) and serialization
+//! failures (40001) are retried too.
 //! Writes are made idempotent by their callers (client-generated UUIDs and
 //! `ON CONFLICT`), so a retry after an unknown outcome is safe.
 
@@ -88,8 +91,19 @@ impl ShardPools {
         ShardId(0)
     }
 
-    /// Runs `op` in a REPEATABLE READ transaction on `shard`, retrying the
-    /// whole transaction on serialization failures and lost connections.
+    /// Runs `op` in a READ COMMITTED transaction on `shard`, retrying the
+    /// whole transaction on deadlocks, serialization failures and lost
+    /// connections.
+    ///
+    /// Not REPEATABLE READ: pgpool sends each statement to the main node,
+    /// waits, then to the other node, and reads inside a transaction go to
+    /// one node only, so the two nodes take their snapshots at different
+    /// moments. Seen in our runs: an insert failed its foreign key check on
+    /// one node and passed on the other, and an `UPDATE ... WHERE version = $n`
+    /// matched on one node only; pgpool then detached a node. Under READ
+    /// COMMITTED every statement sees what is committed when it runs, and the
+    /// row locks, taken on the main node first, order conflicting writers the
+    /// same way on both nodes.
     pub async fn write<T, F>(&self, shard: ShardId, mut op: F) -> Result<T, DomainError>
     where
         T: Send,
@@ -103,7 +117,7 @@ impl ShardPools {
                 let mut conn = shard.connection().await?;
                 let tx = conn
                     .build_transaction()
-                    .isolation_level(IsolationLevel::RepeatableRead)
+                    .isolation_level(IsolationLevel::ReadCommitted)
                     .start()
                     .await
                     .map_err(|e| shard.db_error(e))?;
