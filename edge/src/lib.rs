@@ -11,6 +11,7 @@ pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod error;
+pub mod logging;
 pub mod proxy;
 pub mod server;
 pub mod state;

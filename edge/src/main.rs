@@ -7,6 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use onebook_edge::{config, server, tls};
 
+mod reload;
+
 #[derive(Parser)]
 #[command(name = "edge", version, about = "Onebook edge proxy and load balancer")]
 struct Cli {
@@ -32,6 +34,16 @@ enum Command {
         /// Config file to check (or -c FILE).
         file: Option<PathBuf>,
     },
+    /// Ask a running edge to reload its config file (POST /reload on the admin API).
+    /// Exits non-zero when the edge refuses the new file or cannot be reached.
+    Reload {
+        /// Admin listener; default: `admin.listen` of -c FILE, else 127.0.0.1:9901.
+        #[arg(long)]
+        admin: Option<String>,
+        /// Bearer token; default: `admin.token` of -c FILE.
+        #[arg(long)]
+        token: Option<String>,
+    },
     /// Certificate helpers.
     Certs {
         #[command(subcommand)]
@@ -52,14 +64,7 @@ enum CertsCommand {
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // try_init also routes Pingora's `log` records into tracing.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    onebook_edge::logging::init();
 
     match real_main() {
         Ok(code) => code,
@@ -93,6 +98,18 @@ fn real_main() -> anyhow::Result<ExitCode> {
             println!();
             print!("{}", tls::dev::trust_instructions(&certs));
             Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Reload { admin, token }) => {
+            let from_file = match &cli.config {
+                Some(path) => reload::admin_of(path)?,
+                None => reload::AdminTarget::default(),
+            };
+            let addr = admin
+                .or(from_file.listen)
+                .unwrap_or_else(|| config::DEFAULT_ADMIN_LISTEN.to_string());
+            let token = token.or(from_file.token);
+            let reply = reload::post_reload(&addr, token.as_deref())?;
+            Ok(reload::report(&reply))
         }
         Some(Command::Check { file }) => {
             let file = file.or(cli.config).context("usage: edge check FILE")?;

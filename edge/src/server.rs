@@ -16,7 +16,7 @@ use crate::admin::AdminApp;
 use crate::balance::health::HealthChecker;
 use crate::config::model::Config;
 use crate::error::{Error, Result};
-use crate::proxy::downstream::{Guarded, Limits};
+use crate::proxy::downstream::{ConnMetrics, Guarded, Limits};
 use crate::proxy::EdgeProxy;
 use crate::state::EdgeState;
 
@@ -56,7 +56,12 @@ pub fn run(config: Config, upgrade: bool) -> Result<()> {
             max_header_size: l.max_header_size,
             max_connections: l.max_connections,
         };
-        let guarded = Guarded::new(app, limits, state.metrics.rejections(&l.name));
+        let conn_metrics = ConnMetrics {
+            open: state.metrics.downstream_connections(&l.name),
+            tls_h2: state.metrics.tls_handshakes(&l.name, "h2"),
+            tls_h1: state.metrics.tls_handshakes(&l.name, "http/1.1"),
+        };
+        let guarded = Guarded::new(app, limits, state.metrics.rejections(&l.name), conn_metrics);
         let mut service = Service::new(format!("listener {}", l.name), guarded);
         let addr = l.address.to_string();
         match state.resolver(&l.name) {

@@ -151,3 +151,76 @@ async fn tcp_health_check_state_survives_a_reload() {
     );
     assert_eq!(before, after, "no request tried the unhealthy server");
 }
+
+/// `/status` `healthy` of server `index` of the first pool.
+async fn healthy(client: &reqwest::Client, edge: &Edge, index: usize) -> bool {
+    status(client, edge).await["pools"][0]["servers"][index]["healthy"] == true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_check_method_expected_status_rise_and_fall() {
+    let dir = scratch("health-rise-fall");
+    let certs = dev_certs(&dir.join("certs"));
+    // 204 and 300-302 are "up"; a plain 200 is not, to prove the list is what counts.
+    let a = Probed::start("a", 204).await;
+    let b = Probed::start("b", 204).await;
+    let ports = Ports::new();
+    let mut cfg = base_config(&dir, &certs, &ports);
+    cfg += "\n[[route]]\npool = \"web\"\n";
+    cfg += &pool("web", &[a.addr, b.addr]);
+    cfg += "max_fails = 0\n";
+    cfg += "health_check = { kind = \"http\", method = \"HEAD\", path = \"/hc\", expect_status = [204, \"300-302\"], interval = \"100ms\", timeout = \"500ms\", rise = 3, fall = 2 }\n";
+    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let client = edge.client();
+    wait_for("first probes", || async { a.count() >= 2 }).await;
+    assert!(healthy(&client, &edge, 0).await);
+    assert!(a.methods().iter().all(|m| m == "HEAD"), "{:?}", a.methods());
+
+    // A single failed probe (fall = 2) does not take the server out: exactly one 200,
+    // then an accepted status from the range.
+    a.set(301);
+    let from = a.count();
+    a.script(&[200]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.count() < from + 5 {
+        assert!(
+            healthy(&client, &edge, 0).await,
+            "one failure must not reach fall = 2"
+        );
+        assert!(Instant::now() < deadline, "probes stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(a.answered_since(from, 200), 1, "the blip was one probe");
+
+    // Failing for good: down after (at least) `fall` consecutive failures.
+    let from = a.count();
+    a.set(200);
+    wait_for("server down", || async {
+        !healthy(&client, &edge, 0).await
+    })
+    .await;
+    let failures = a.answered_since(from, 200);
+    assert!(
+        failures >= 2,
+        "went down after {failures} failure(s); fall = 2"
+    );
+    for _ in 0..4 {
+        let echo = get_echo(&client, &edge.https_url("/")).await;
+        assert_eq!(server_of(&echo.body), "b");
+    }
+
+    // Back after (at least) `rise` consecutive successes.
+    let from = a.count();
+    a.set(204);
+    wait_for("server up", || async { healthy(&client, &edge, 0).await }).await;
+    let successes = a.answered_since(from, 204);
+    assert!(
+        successes >= 3,
+        "came back after {successes} success(es); rise = 3"
+    );
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        seen.insert(server_of(&get_echo(&client, &edge.https_url("/")).await.body).to_owned());
+    }
+    assert_eq!(seen.len(), 2, "a is back in rotation: {seen:?}");
+}

@@ -361,3 +361,47 @@ async fn passive_health_ejects_a_failing_server() {
         "{status}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_pool_speaks_http2_to_its_upstream() {
+    let dir = scratch("h2c-upstream");
+    let certs = dev_certs(&dir.join("certs"));
+    let (h2, h1) = (upstream("h2c").await, upstream("h1").await);
+    let ports = Ports::new();
+    let mut cfg = base_config(&dir, &certs, &ports);
+    cfg += "\n[[route]]\npath_prefix = \"/grpcish\"\npool = \"h2\"\n\n[[route]]\npool = \"h1\"\n";
+    cfg += &pool("h2", &[h2]);
+    cfg += "protocol = \"h2c\"\n";
+    cfg += &pool("h1", &[h1]);
+    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let client = edge.client();
+
+    // Both downstream protocols reach the h2c pool over HTTP/2, the other pool over 1.1.
+    for url in [edge.https_url("/grpcish/a"), edge.http_url("/grpcish/a")] {
+        let echo = get_echo(&client, &url).await;
+        assert_eq!(server_of(&echo.body), "h2c");
+        assert_eq!(echo.body["version"], "HTTP/2.0", "{url}: {}", echo.body);
+        assert_eq!(header(&echo.body, "x-forwarded-for"), Some("127.0.0.1"));
+    }
+    let echo = get_echo(&client, &edge.https_url("/other")).await;
+    assert_eq!(echo.body["version"], "HTTP/1.1", "{}", echo.body);
+
+    // Concurrent requests share multiplexed connections instead of one each.
+    let reqs = (0..8).map(|i| {
+        let (client, url) = (client.clone(), edge.http_url(&format!("/grpcish/{i}")));
+        async move { get_echo(&client, &url).await }
+    });
+    for echo in futures::future::join_all(reqs).await {
+        assert_eq!(echo.body["version"], "HTTP/2.0");
+    }
+    let status = admin_status(&edge, None).await;
+    let pools = status["pools"].as_array().expect("pools");
+    let h2_pool = pools.iter().find(|p| p["name"] == "h2").expect("h2 pool");
+    assert_eq!(h2_pool["protocol"], "h2c");
+    let text = admin_metrics(&edge).await;
+    let new = metric_value(
+        &text,
+        &format!("edge_upstream_connections_total{{pool=\"h2\",reused=\"false\",server=\"{h2}\"}}"),
+    );
+    assert!(new < 10.0, "{new} new connections for 10 requests:\n{text}");
+}

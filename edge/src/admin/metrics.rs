@@ -3,8 +3,8 @@
 //! no formatting, no allocation.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::error::{Error, Result};
@@ -39,6 +39,14 @@ pub struct Metrics {
     pub config_reloads_failed: IntCounter,
     pub access_log_dropped: IntCounter,
     rejected: IntCounterVec,
+    /// Filled from the active routing table at each scrape (so removed servers vanish).
+    upstream_healthy: IntGaugeVec,
+    upstream_in_flight: IntGaugeVec,
+    downstream_connections: IntGaugeVec,
+    tls_handshakes: IntCounterVec,
+    /// Mirrors `crate::logging::tls_handshake_failures()`, which Pingora only reports in
+    /// a log line (without the listener).
+    tls_handshake_failures: IntCounter,
 }
 
 /// Pre-resolved counters for one route: `[server index][class]`, plus the row for
@@ -132,8 +140,50 @@ impl Metrics {
             &["listener", "reason"],
         )
         .map_err(prom)?;
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new(
+                "edge_upstream_healthy",
+                "1 while a server is healthy (passing its active check, not ejected by passive health), else 0",
+            ),
+            &["pool", "server"],
+        )
+        .map_err(prom)?;
+        let upstream_in_flight = IntGaugeVec::new(
+            Opts::new(
+                "edge_upstream_in_flight",
+                "Requests currently on each server",
+            ),
+            &["pool", "server"],
+        )
+        .map_err(prom)?;
+        let downstream_connections = IntGaugeVec::new(
+            Opts::new(
+                "edge_downstream_connections",
+                "Open client connections, by listener (TLS: once the handshake is done)",
+            ),
+            &["listener"],
+        )
+        .map_err(prom)?;
+        let tls_handshakes = IntCounterVec::new(
+            Opts::new(
+                "edge_tls_handshakes_total",
+                "Completed TLS handshakes, by listener and negotiated protocol (h2, http/1.1)",
+            ),
+            &["listener", "alpn"],
+        )
+        .map_err(prom)?;
+        let tls_handshake_failures = IntCounter::new(
+            "edge_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out, all listeners",
+        )
+        .map_err(prom)?;
         for c in [
-            Box::new(access_log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_healthy.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_in_flight.clone()),
+            Box::new(downstream_connections.clone()),
+            Box::new(tls_handshakes.clone()),
+            Box::new(tls_handshake_failures.clone()),
+            Box::new(access_log_dropped.clone()),
             Box::new(rejected.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
@@ -157,7 +207,45 @@ impl Metrics {
             config_generation,
             access_log_dropped,
             rejected,
+            upstream_healthy,
+            upstream_in_flight,
+            downstream_connections,
+            tls_handshakes,
+            tls_handshake_failures,
         })
+    }
+
+    /// Gauge of open connections on `listener`.
+    pub fn downstream_connections(&self, listener: &str) -> IntGauge {
+        self.downstream_connections.with_label_values(&[listener])
+    }
+
+    /// Counter of completed handshakes on `listener` that negotiated `alpn`.
+    pub fn tls_handshakes(&self, listener: &str, alpn: &str) -> IntCounter {
+        self.tls_handshakes.with_label_values(&[listener, alpn])
+    }
+
+    /// Sets the per-server gauges from the active table, dropping servers it no longer has.
+    pub fn refresh_upstreams(&self, pools: &[std::sync::Arc<crate::balance::PoolRuntime>]) {
+        self.upstream_healthy.reset();
+        self.upstream_in_flight.reset();
+        for pool in pools {
+            for (i, s) in pool.servers.iter().enumerate() {
+                let labels = [pool.name(), s.label.as_str()];
+                let usable = pool.is_ready(i) && !pool.is_ejected(i);
+                self.upstream_healthy
+                    .with_label_values(&labels)
+                    .set(i64::from(usable));
+                self.upstream_in_flight
+                    .with_label_values(&labels)
+                    .set(i64::try_from(s.state.in_flight()).unwrap_or(i64::MAX));
+            }
+        }
+        let failures = crate::logging::tls_handshake_failures();
+        let seen = self.tls_handshake_failures.get();
+        if failures > seen {
+            self.tls_handshake_failures.inc_by(failures - seen);
+        }
     }
 
     pub fn route(&self, route: &str, pool: &str, servers: &[String]) -> RouteMetrics {

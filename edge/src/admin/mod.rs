@@ -38,7 +38,7 @@ impl ServeHttp for AdminApp {
         }
         match (method, path.as_str()) {
             (Method::GET | Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
-            (Method::GET | Method::HEAD, "/metrics") => match self.state.metrics.render() {
+            (Method::GET | Method::HEAD, "/metrics") => match self.metrics() {
                 Ok(body) => reply(StatusCode::OK, "text/plain; version=0.0.4", body),
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
             },
@@ -125,6 +125,12 @@ impl AdminApp {
         json_reply(StatusCode::OK, &server_json(pool, index))
     }
 
+    fn metrics(&self) -> crate::Result<Vec<u8>> {
+        let table = self.state.table.load();
+        self.state.metrics.refresh_upstreams(&table.pools);
+        self.state.metrics.render()
+    }
+
     fn status(&self) -> Response<Vec<u8>> {
         let table = self.state.table.load();
         let config = self.state.config.load();
@@ -133,7 +139,7 @@ impl AdminApp {
             .iter()
             .map(|p| {
                 let servers: Vec<_> = (0..p.servers.len()).map(|i| server_json(p, i)).collect();
-                json!({ "name": p.name(), "algorithm": p.algorithm_name(), "servers": servers })
+                json!({ "name": p.name(), "algorithm": p.algorithm_name(), "protocol": p.protocol_name(), "servers": servers })
             })
             .collect();
         let routes: Vec<_> = table

@@ -18,11 +18,11 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::{Error, ErrorType};
 
-use crate::config::model::{HealthCheck, HealthCheckKind, Pool};
+use crate::config::model::{HealthCheck, HealthCheckKind, Pool, UpstreamProtocol};
 use crate::error::{Error as EdgeError, Result};
 use crate::state::EdgeState;
 
-type Key = (String, HealthCheck);
+type Key = (String, HealthCheck, UpstreamProtocol);
 
 #[derive(Default)]
 pub struct HealthRegistries {
@@ -39,12 +39,12 @@ impl HealthRegistries {
             .map
             .lock()
             .map_err(|_| EdgeError::Setup("health registry lock poisoned".into()))?;
-        let key = (pool.name.clone(), check.clone());
+        let key = (pool.name.clone(), check.clone(), pool.protocol);
         if let Some(r) = map.get(&key) {
             return Ok(Some(r.clone()));
         }
         let registry = Arc::new(HealthRegistry::new());
-        registry.set_health_check(probe(check)?);
+        registry.set_health_check(probe(check, pool.protocol)?);
         map.insert(key, registry.clone());
         Ok(Some(registry))
     }
@@ -52,38 +52,61 @@ impl HealthRegistries {
     /// Forgets registries no pool of the active configuration uses.
     pub fn retain(&self, pools: &[Pool]) {
         if let Ok(mut map) = self.map.lock() {
-            map.retain(|(name, check), _| {
-                pools
-                    .iter()
-                    .any(|p| &p.name == name && p.health_check.as_ref() == Some(check))
+            map.retain(|(name, check, protocol), _| {
+                pools.iter().any(|p| {
+                    &p.name == name
+                        && p.health_check.as_ref() == Some(check)
+                        && p.protocol == *protocol
+                })
             });
         }
     }
 }
 
-fn probe(check: &HealthCheck) -> Result<Box<dyn PingoraCheck + Send + Sync>> {
+fn probe(
+    check: &HealthCheck,
+    protocol: UpstreamProtocol,
+) -> Result<Box<dyn PingoraCheck + Send + Sync>> {
     match &check.kind {
         HealthCheckKind::Tcp => {
             let mut hc = TcpHealthCheck::new();
             hc.peer_template.options.connection_timeout = Some(check.timeout.0);
+            hc.consecutive_success = check.rise;
+            hc.consecutive_failure = check.fall;
             Ok(hc)
         }
-        HealthCheckKind::Http { path, host } => {
+        HealthCheckKind::Http {
+            method,
+            path,
+            host,
+            expect,
+        } => {
             let mut hc = HttpHealthCheck::new(host, false);
-            let mut req = pingora::http::RequestHeader::build("GET", path.as_bytes(), None)
-                .map_err(|e| EdgeError::Setup(format!("health check path {path}: {e}")))?;
+            let mut req =
+                pingora::http::RequestHeader::build(method.clone(), path.as_bytes(), None)
+                    .map_err(|e| EdgeError::Setup(format!("health check path {path}: {e}")))?;
             req.insert_header(http::header::HOST, host.as_str())
                 .map_err(|e| EdgeError::Setup(format!("health check host {host}: {e}")))?;
             hc.req = req;
-            hc.peer_template.options.connection_timeout = Some(check.timeout.0);
-            hc.peer_template.options.read_timeout = Some(check.timeout.0);
-            // Pingora accepts only 200 by default; any 2xx means healthy here.
-            hc.validator = Some(Box::new(|resp: &ResponseHeader| {
-                if resp.status.is_success() {
+            let o = &mut hc.peer_template.options;
+            o.connection_timeout = Some(check.timeout.0);
+            o.read_timeout = Some(check.timeout.0);
+            if protocol == UpstreamProtocol::H2c {
+                // Probe the way requests travel: an h2c-only server may refuse HTTP/1.1.
+                o.set_http_version(2, 2);
+            }
+            hc.consecutive_success = check.rise;
+            hc.consecutive_failure = check.fall;
+            let expect = expect.clone();
+            hc.validator = Some(Box::new(move |resp: &ResponseHeader| {
+                if expect.contains(resp.status.as_u16()) {
                     Ok(())
                 } else {
                     Error::e_explain(
-                        ErrorType::CustomCode("unhealthy status", resp.status.as_u16()),
+                        ErrorType::CustomCode(
+                            "unexpected health check status",
+                            resp.status.as_u16(),
+                        ),
                         "health check",
                     )
                 }

@@ -29,7 +29,7 @@ use self::passive::PassiveState;
 use self::select::Tables;
 use self::state::{ServerState, ServerStates};
 use crate::admin::metrics::{Metrics, ServerMetrics};
-use crate::config::model::{self, Algorithm, HashKey};
+use crate::config::model::{self, Algorithm, HashKey, UpstreamProtocol};
 use crate::error::{Error, Result};
 
 pub struct PoolRuntime {
@@ -118,6 +118,13 @@ impl PoolRuntime {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    pub fn protocol_name(&self) -> &'static str {
+        match self.config.protocol {
+            UpstreamProtocol::H1 => "h1",
+            UpstreamProtocol::H2c => "h2c",
+        }
     }
 
     pub fn algorithm_name(&self) -> &'static str {
@@ -275,8 +282,18 @@ fn peer_for(address: SocketAddr, pool: &model::Pool) -> HttpPeer {
     o.read_timeout = pool.read_timeout.map(|d| d.0);
     o.write_timeout = pool.write_timeout.map(|d| d.0);
     o.idle_timeout = Some(pool.keepalive.0);
+    if pool.protocol == UpstreamProtocol::H2c {
+        // Plaintext with minimum version 2 is prior-knowledge h2c in Pingora's connector.
+        o.set_http_version(2, 2);
+        // Pingora's default of 1 stream per connection would open a connection per request.
+        o.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+    }
     peer
 }
+
+/// Concurrent requests multiplexed on one upstream HTTP/2 connection before another is
+/// opened (a common server default for `SETTINGS_MAX_CONCURRENT_STREAMS` is 100+).
+const H2_STREAMS_PER_CONNECTION: usize = 100;
 
 /// The bytes a ketama pool hashes on. A request without the key (no session cookie yet)
 /// falls back to the client address, so new sessions still spread across servers.

@@ -16,10 +16,11 @@ use std::sync::Arc;
 use rustls::sign::CertifiedKey;
 
 use self::model::{
-    AccessLog, AccessLogFormat, Admin, Algorithm, Config, Duration, HealthCheck, HealthCheckKind,
-    HostPattern, Listener, ListenerTls, Passive, Pool, Route, Server, Upstream,
+    AccessLog, AccessLogFormat, Admin, Algorithm, Config, Duration, HeaderRules, HealthCheck,
+    HealthCheckKind, HostPattern, Listener, ListenerTls, Passive, Pool, Route, Server, StatusSet,
+    Upstream, UpstreamProtocol,
 };
-use self::toml::{AccessLogFormatToml, AlgorithmToml, File, HealthCheckKindToml};
+use self::toml::{AccessLogFormatToml, AlgorithmToml, File, HealthCheckKindToml, ProtocolToml};
 use crate::error::ConfigError;
 use crate::tls::{load_certified_key, CertSet};
 
@@ -36,6 +37,20 @@ const DEFAULT_MAX_FAILS: u32 = 1;
 const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Upper bound for `rise`/`fall`: beyond it a server would take minutes to change state.
+const MAX_RISE_FALL: usize = 100;
+/// Headers a route may not set or remove: they frame the message or belong to one hop,
+/// and Pingora manages them itself.
+const RESERVED_HEADERS: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
 /// Pingora's own cap on `upstream_peer` retries per request.
 const MAX_CONNECT_RETRIES: usize = 16;
 /// Pingora's weighted selectors expand each server `weight` times into a u16-indexed
@@ -496,6 +511,10 @@ impl Cx<'_> {
                     None => None,
                     Some(h) => Some(self.health_check(&name, h)?),
                 },
+                protocol: match p.protocol {
+                    None | Some(ProtocolToml::H1) => UpstreamProtocol::H1,
+                    Some(ProtocolToml::H2c) => UpstreamProtocol::H2c,
+                },
                 passive: match p.max_fails.unwrap_or(DEFAULT_MAX_FAILS) {
                     0 => None,
                     max_fails => {
@@ -528,16 +547,35 @@ impl Cx<'_> {
         let key = |k: &str| format!("pool.{pool}.health_check.{k}");
         let kind = match h.kind.unwrap_or(HealthCheckKindToml::Tcp) {
             HealthCheckKindToml::Tcp => {
-                if h.path.is_some() || h.host.is_some() {
+                if h.path.is_some()
+                    || h.host.is_some()
+                    || h.method.is_some()
+                    || h.expect_status.is_some()
+                {
                     return Err(self.err(
                         key("kind"),
                         Some(span),
-                        "`path` and `host` need kind = \"http\"",
+                        "`method`, `path`, `host` and `expect_status` need kind = \"http\"",
                     ));
                 }
                 HealthCheckKind::Tcp
             }
             HealthCheckKindToml::Http => {
+                let method = match h.method {
+                    None => http::Method::GET,
+                    Some(m) => match m.trim().to_ascii_uppercase().as_str() {
+                        "GET" => http::Method::GET,
+                        "HEAD" => http::Method::HEAD,
+                        "OPTIONS" => http::Method::OPTIONS,
+                        _ => {
+                            return Err(self.err(
+                                key("method"),
+                                Some(span),
+                                format!("`{m}`: use \"GET\", \"HEAD\" or \"OPTIONS\""),
+                            ))
+                        }
+                    },
+                };
                 let path = h.path.unwrap_or_else(|| "/".to_owned());
                 if !path.starts_with('/') || path.parse::<http::Uri>().is_err() {
                     return Err(self.err(
@@ -550,7 +588,12 @@ impl Cx<'_> {
                 if http::HeaderValue::from_str(&host).is_err() || host.is_empty() {
                     return Err(self.err(key("host"), Some(span), "not a valid Host header value"));
                 }
-                HealthCheckKind::Http { path, host }
+                HealthCheckKind::Http {
+                    method,
+                    path,
+                    host,
+                    expect: h.expect_status.unwrap_or_else(StatusSet::success),
+                }
             }
         };
         let interval = h.interval.unwrap_or(DEFAULT_HEALTH_INTERVAL);
@@ -561,11 +604,96 @@ impl Cx<'_> {
         if timeout.0.is_zero() {
             return Err(self.err(key("timeout"), Some(span), "must be greater than 0"));
         }
+        let count = |k: &str, v: Option<usize>| match v {
+            None => Ok(1),
+            Some(n) if (1..=MAX_RISE_FALL).contains(&n) => Ok(n),
+            Some(_) => Err(self.err(
+                key(k),
+                Some(span.clone()),
+                format!("must be between 1 and {MAX_RISE_FALL}"),
+            )),
+        };
         Ok(HealthCheck {
             kind,
             interval,
             timeout,
+            rise: count("rise", h.rise)?,
+            fall: count("fall", h.fall)?,
         })
+    }
+
+    /// `route[i].request_headers` / `response_headers`, each header checked and located.
+    fn header_rules(
+        &self,
+        prefix: &str,
+        raw: Option<toml::HeaderRulesToml>,
+        request: bool,
+    ) -> Result<HeaderRules, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(HeaderRules::default());
+        };
+        let name_of = |k: String, raw: &::toml::Spanned<String>| {
+            let name =
+                http::HeaderName::from_bytes(raw.get_ref().trim().as_bytes()).map_err(|_| {
+                    self.err(
+                        k.clone(),
+                        Some(raw.span()),
+                        format!("`{}` is not a valid header name", raw.get_ref()),
+                    )
+                })?;
+            if RESERVED_HEADERS.contains(&name.as_str()) {
+                return Err(self.err(
+                    k,
+                    Some(raw.span()),
+                    format!("`{name}` is managed by the proxy and cannot be changed per route"),
+                ));
+            }
+            Ok(name)
+        };
+        let mut rules = HeaderRules::default();
+        for r in &raw.remove {
+            let k = format!("{prefix}.remove");
+            let name = name_of(k.clone(), r)?;
+            if request && name == http::header::HOST {
+                // HTTP/1.1 requests need one; setting it through `add` is allowed.
+                return Err(self.err(
+                    k,
+                    Some(r.span()),
+                    "`host` cannot be removed (set it with `add` instead)",
+                ));
+            }
+            if rules.remove.contains(&name) {
+                return Err(self.err(k, Some(r.span()), format!("`{name}` is listed twice")));
+            }
+            rules.remove.push(name);
+        }
+        for (n, v) in &raw.add {
+            let k = format!("{prefix}.add.{}", n.get_ref());
+            let name = name_of(k.clone(), n)?;
+            if rules.remove.contains(&name) {
+                return Err(self.err(
+                    k,
+                    Some(n.span()),
+                    format!("`{name}` is both added and removed (`add` already replaces it)"),
+                ));
+            }
+            if rules.add.iter().any(|(a, _)| *a == name) {
+                return Err(self.err(
+                    k,
+                    Some(n.span()),
+                    format!("`{name}` is set twice (header names are case-insensitive)"),
+                ));
+            }
+            let value = http::HeaderValue::from_str(v.get_ref()).map_err(|_| {
+                self.err(
+                    k.clone(),
+                    Some(v.span()),
+                    "not a valid header value (visible ASCII, spaces and tabs; no line breaks)",
+                )
+            })?;
+            rules.add.push((name, value));
+        }
+        Ok(rules)
     }
 
     fn routes(
@@ -623,6 +751,10 @@ impl Cx<'_> {
                 ));
             }
             let hsts = self.hsts(key("hsts"), r.hsts.clone())?;
+            let request_headers =
+                self.header_rules(&key("request_headers"), r.request_headers, true)?;
+            let response_headers =
+                self.header_rules(&key("response_headers"), r.response_headers, false)?;
             let name = r.name.clone().unwrap_or_else(|| match &host {
                 Some(h) => format!("{h}{path_prefix}"),
                 None => path_prefix.clone(),
@@ -637,6 +769,8 @@ impl Cx<'_> {
                     redirect_https,
                     hsts,
                     max_body_size: r.max_body_size.map(|s| s.0),
+                    request_headers,
+                    response_headers,
                 },
             ));
         }

@@ -116,6 +116,24 @@ pub struct Route {
     pub hsts: Option<http::HeaderValue>,
     /// Overrides the listener's `max_body_size`.
     pub max_body_size: Option<u64>,
+    /// Applied to the request sent upstream, after the edge's own `X-Forwarded-*` headers.
+    pub request_headers: HeaderRules,
+    /// Applied to the upstream's response before it reaches the client.
+    pub response_headers: HeaderRules,
+}
+
+/// Per-route header edits: `remove` first, then `add` (which replaces any value already
+/// present), so one rule can both drop a client's header and set the edge's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderRules {
+    pub add: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub remove: Vec<http::HeaderName>,
+}
+
+impl HeaderRules {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -186,6 +204,7 @@ pub struct Pool {
     /// reached the client yet. Bounded by `connect_retries`.
     pub retry_idempotent: bool,
     pub health_check: Option<HealthCheck>,
+    pub protocol: UpstreamProtocol,
     /// Passive health (nginx's `max_fails`/`fail_timeout`); `None` when disabled.
     pub passive: Option<Passive>,
 }
@@ -204,12 +223,125 @@ pub struct HealthCheck {
     pub kind: HealthCheckKind,
     pub interval: Duration,
     pub timeout: Duration,
+    /// Consecutive passed probes that bring a down server back.
+    pub rise: usize,
+    /// Consecutive failed probes that take an up server out.
+    pub fall: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum HealthCheckKind {
     Tcp,
-    Http { path: String, host: String },
+    Http {
+        method: http::Method,
+        path: String,
+        host: String,
+        expect: StatusSet,
+    },
+}
+
+/// Response statuses a health check accepts: inclusive ranges, e.g. `[(200, 299)]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StatusSet(pub Vec<(u16, u16)>);
+
+impl StatusSet {
+    pub fn success() -> Self {
+        StatusSet(vec![(200, 299)])
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
+
+    /// One item: `204`, `"2xx"` or `"200-399"`.
+    fn parse_item(s: &str) -> Result<(u16, u16), String> {
+        let s = s.trim();
+        let bad = || format!("`{s}` is not a status like 200, \"2xx\" or \"200-399\"");
+        let code = |t: &str| -> Result<u16, String> {
+            match t.trim().parse::<u16>() {
+                Ok(c) if (100..=599).contains(&c) => Ok(c),
+                _ => Err(bad()),
+            }
+        };
+        let lower = s.to_ascii_lowercase();
+        if let Some(d) = lower.strip_suffix("xx") {
+            let d: u16 = d.parse().map_err(|_| bad())?;
+            if !(1..=5).contains(&d) {
+                return Err(bad());
+            }
+            return Ok((d * 100, d * 100 + 99));
+        }
+        match s.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi) = (code(lo)?, code(hi)?);
+                if lo > hi {
+                    return Err(format!("`{s}`: the range is empty"));
+                }
+                Ok((lo, hi))
+            }
+            None => code(s).map(|c| (c, c)),
+        }
+    }
+}
+
+impl fmt::Display for StatusSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (lo, hi)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if lo == hi {
+                write!(f, "{lo}")?;
+            } else {
+                write!(f, "{lo}-{hi}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusSet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Item {
+            Code(i64),
+            Text(String),
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(Item),
+            Many(Vec<Item>),
+        }
+        let items = match Raw::deserialize(d)? {
+            Raw::One(i) => vec![i],
+            Raw::Many(v) => v,
+        };
+        if items.is_empty() {
+            return Err(de::Error::custom("must list at least one status"));
+        }
+        items
+            .into_iter()
+            .map(|i| match i {
+                Item::Code(c) => StatusSet::parse_item(&c.to_string()),
+                Item::Text(t) => StatusSet::parse_item(&t),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(StatusSet)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// How the edge speaks to a pool's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    H1,
+    /// HTTP/2 over cleartext with prior knowledge: many requests multiplexed on one
+    /// connection per server.
+    H2c,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -289,3 +289,74 @@ fn missing_certificate_names_the_file_key() {
     );
     assert!(e.message.contains("/nonexistent/cert.pem"), "{e}");
 }
+
+#[test]
+fn header_rules_health_checks_and_protocol() {
+    let cfg = parse_ok(&MINIMAL.replace(
+        "pool = \"web\"\n",
+        "pool = \"web\"\nrequest_headers = { add = { \"X-Env\" = \"prod\", Host = \"app\" }, remove = [\"Proxy\"] }\nresponse_headers.remove = [\"Server\"]\n",
+    ).replace(
+        "[pool.web]",
+        "[pool.web]\nprotocol = \"h2c\"\nhealth_check = { kind = \"http\", method = \"head\", expect_status = [204, \"3xx\", \"400-404\"], rise = 2, fall = 3 }",
+    ));
+    let r = &cfg.routes[0];
+    let added: Vec<_> = r
+        .request_headers
+        .add
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(added, [("host", "app"), ("x-env", "prod")]);
+    assert_eq!(
+        r.request_headers.remove,
+        [http::header::HeaderName::from_static("proxy")]
+    );
+    assert_eq!(r.response_headers.remove, [http::header::SERVER]);
+    assert!(r.response_headers.add.is_empty());
+    let p = &cfg.pools[0];
+    assert_eq!(p.protocol, model::UpstreamProtocol::H2c);
+    let hc = p.health_check.as_ref().expect("health check");
+    assert_eq!((hc.rise, hc.fall), (2, 3));
+    let model::HealthCheckKind::Http { method, expect, .. } = &hc.kind else {
+        panic!("http check expected");
+    };
+    assert_eq!(method, http::Method::HEAD);
+    assert_eq!(expect.to_string(), "204,300-399,400-404");
+    assert!(expect.contains(302) && expect.contains(404) && !expect.contains(200));
+
+    let defaults = parse_ok(&MINIMAL.replace(
+        "[pool.web]",
+        "[pool.web]\nhealth_check = { kind = \"http\" }",
+    ));
+    let hc = defaults.pools[0]
+        .health_check
+        .as_ref()
+        .expect("health check");
+    assert_eq!((hc.rise, hc.fall), (1, 1));
+    assert_eq!(defaults.pools[0].protocol, model::UpstreamProtocol::H1);
+
+    for (bad, key) in [
+        ("health_check = { rise = 0 }", "pool.web.health_check.rise"),
+        (
+            "health_check = { kind = \"tcp\", expect_status = 200 }",
+            "pool.web.health_check.kind",
+        ),
+        (
+            "health_check = { kind = \"http\", expect_status = \"6xx\" }",
+            "pool.web.health_check.expect_status",
+        ),
+        (
+            "health_check = { kind = \"http\", expect_status = \"300-200\" }",
+            "pool.web.health_check.expect_status",
+        ),
+        (
+            "health_check = { kind = \"http\", method = \"POST\" }",
+            "pool.web.health_check.method",
+        ),
+        ("protocol = \"h3\"", "pool.web.protocol"),
+    ] {
+        let e = parse_err(&MINIMAL.replace("[pool.web]", &format!("[pool.web]\n{bad}")));
+        assert_eq!(e.key, key, "{bad}: {e}");
+        assert_eq!(e.line, Some(10), "{bad}: {e}");
+    }
+}

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::model::{Duration, HashKey, Size};
+use super::model::{Duration, HashKey, Size, StatusSet};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +103,19 @@ pub(super) struct RouteToml {
     pub redirect_https: Option<Spanned<bool>>,
     pub hsts: Option<Spanned<String>>,
     pub max_body_size: Option<Size>,
+    pub request_headers: Option<HeaderRulesToml>,
+    pub response_headers: Option<HeaderRulesToml>,
+}
+
+/// `{ add = { NAME = "value" }, remove = ["NAME"] }`; keys and items keep their spans so
+/// a bad header is reported on its own line.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HeaderRulesToml {
+    #[serde(default)]
+    pub add: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub remove: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +133,8 @@ pub(super) struct PoolToml {
     pub connect_retries: Option<usize>,
     pub retry_idempotent: Option<bool>,
     pub health_check: Option<Spanned<HealthCheckToml>>,
+    #[serde(default)]
+    pub protocol: Option<ProtocolToml>,
     pub max_fails: Option<u32>,
     pub fail_timeout: Option<Duration>,
 }
@@ -129,10 +144,21 @@ pub(super) struct PoolToml {
 pub(super) struct HealthCheckToml {
     #[serde(default)]
     pub kind: Option<HealthCheckKindToml>,
+    pub method: Option<String>,
     pub path: Option<String>,
     pub host: Option<String>,
+    pub expect_status: Option<StatusSet>,
     pub interval: Option<Duration>,
     pub timeout: Option<Duration>,
+    pub rise: Option<usize>,
+    pub fall: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum ProtocolToml {
+    H1,
+    H2c,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

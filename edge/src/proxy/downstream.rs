@@ -28,7 +28,7 @@ use pingora::protocols::{
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use pingora::server::ShutdownWatch;
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// What one listener enforces before a request reaches the proxy.
@@ -47,20 +47,30 @@ pub struct Rejections {
     pub header_too_large: IntCounter,
 }
 
+/// Pre-resolved connection gauges and TLS counters of one listener.
+pub struct ConnMetrics {
+    pub open: IntGauge,
+    /// Handshakes that negotiated `h2`, and all others (`http/1.1` or no ALPN).
+    pub tls_h2: IntCounter,
+    pub tls_h1: IntCounter,
+}
+
 pub struct Guarded<A> {
     inner: Arc<A>,
     limits: Limits,
     open: Arc<AtomicUsize>,
     rejected: Rejections,
+    metrics: ConnMetrics,
 }
 
 impl<A> Guarded<A> {
-    pub fn new(inner: A, limits: Limits, rejected: Rejections) -> Self {
+    pub fn new(inner: A, limits: Limits, rejected: Rejections, metrics: ConnMetrics) -> Self {
         Guarded {
             inner: Arc::new(inner),
             limits,
             open: Arc::default(),
             rejected,
+            metrics,
         }
     }
 }
@@ -96,10 +106,20 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             }
         };
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        // Pingora hands the stream over only once the TLS handshake succeeded.
+        if stream.get_ssl_digest().is_some() {
+            if h2 {
+                self.metrics.tls_h2.inc();
+            } else {
+                self.metrics.tls_h1.inc();
+            }
+        }
+        self.metrics.open.inc();
         let mut conn = Box::new(Conn {
             inner: stream,
             buf: BytesMut::new(),
             _slot: slot,
+            _open: OpenGauge(self.metrics.open.clone()),
         });
         if h2 {
             return ServerApp::process_new(&self.inner, conn, shutdown).await;
@@ -173,11 +193,21 @@ impl Drop for Slot {
     }
 }
 
+/// One open connection in the listener's gauge until dropped.
+struct OpenGauge(IntGauge);
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// A downstream connection whose already-read bytes are served before the socket's.
 pub struct Conn {
     inner: Stream,
     buf: BytesMut,
     _slot: Option<Slot>,
+    _open: OpenGauge,
 }
 
 /// Initial header buffer; grows up to `max_header_size` for the rare large header.

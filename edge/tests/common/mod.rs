@@ -112,7 +112,122 @@ async fn echo(State(name): State<&'static str>, req: Request) -> impl IntoRespon
             )
         })
         .collect();
-    Json(json!({ "server": name, "path": req.uri().path(), "headers": headers }))
+    let version = format!("{:?}", req.version());
+    let method = req.method().to_string();
+    // Headers a route's `response_headers` can remove or replace.
+    let extra = [
+        ("x-upstream", name),
+        ("x-powered-by", "echo"),
+        ("cache-control", "max-age=60"),
+    ];
+    (
+        extra,
+        Json(json!({
+            "server": name,
+            "path": req.uri().path(),
+            "method": method,
+            "version": version,
+            "headers": headers,
+        })),
+    )
+}
+
+/// An upstream whose `/hc` answers with a status the test sets, counting the probes it
+/// answers per status (so a test can tell how many consecutive results the edge saw).
+pub struct Probed {
+    pub addr: SocketAddr,
+    pub status: Arc<std::sync::atomic::AtomicU16>,
+    /// Answered (in order) before `status`, one per probe.
+    script: Arc<std::sync::Mutex<std::collections::VecDeque<u16>>>,
+    /// Every probe in arrival order: (method, status answered).
+    pub probes: Arc<std::sync::Mutex<Vec<(String, u16)>>>,
+}
+
+impl Probed {
+    pub async fn start(name: &'static str, status: u16) -> Probed {
+        let code = Arc::new(std::sync::atomic::AtomicU16::new(status));
+        let probes: Arc<std::sync::Mutex<Vec<(String, u16)>>> = Arc::default();
+        let script: Arc<std::sync::Mutex<std::collections::VecDeque<u16>>> = Arc::default();
+        let (c, p, sc) = (code.clone(), probes.clone(), script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let hc = move |req: Request| {
+            let scripted = sc.lock().expect("script").pop_front();
+            let status = scripted.unwrap_or_else(|| c.load(Ordering::SeqCst));
+            p.lock()
+                .expect("probe log")
+                .push((req.method().to_string(), status));
+            async move { axum::http::StatusCode::from_u16(status).expect("status") }
+        };
+        let app = axum::Router::new()
+            .route("/hc", axum::routing::any(hc))
+            .fallback(echo)
+            .with_state(name);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Probed {
+            addr,
+            status: code,
+            script,
+            probes,
+        }
+    }
+
+    /// Answers the next probes with `statuses`, then `status` again.
+    pub fn script(&self, statuses: &[u16]) {
+        self.script
+            .lock()
+            .expect("script")
+            .extend(statuses.iter().copied());
+    }
+
+    pub fn set(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Probes answered so far.
+    pub fn count(&self) -> usize {
+        self.probes.lock().expect("probe log").len()
+    }
+
+    /// Probes answered with `status` since the `from`-th probe.
+    pub fn answered_since(&self, from: usize, status: u16) -> usize {
+        let p = self.probes.lock().expect("probe log");
+        p.iter().skip(from).filter(|(_, s)| *s == status).count()
+    }
+
+    pub fn methods(&self) -> Vec<String> {
+        let p = self.probes.lock().expect("probe log");
+        p.iter().map(|(m, _)| m.clone()).collect()
+    }
+}
+
+/// `/metrics` text of the edge.
+pub async fn admin_metrics(edge: &Edge) -> String {
+    let resp = edge
+        .client()
+        .get(edge.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert!(resp.status().is_success(), "metrics: {}", resp.status());
+    resp.text().await.expect("metrics text")
+}
+
+/// Polls `check` every 20 ms for up to 10 s; panics with `what` if it never holds.
+pub async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A running `edge` process; killed on drop.
