@@ -5,7 +5,7 @@
 //! instance's memory: behind the edge, consecutive attempts land on
 //! different instances.
 
-use crate::accounts::{hash_password, normalize_email, verify_password, Viewer};
+use crate::accounts::{hash_password, normalize_email, verify_password, Credential, Viewer};
 use crate::db::db;
 use crate::error::DomainError;
 use crate::Domain;
@@ -243,35 +243,8 @@ impl Domain {
             .strip_prefix(TOKEN_PREFIX)
             .ok_or(DomainError::Unauthenticated)?;
         let (user_part, _) = rest.split_once('_').ok_or(DomainError::Unauthenticated)?;
-        let user_id = Uuid::try_parse(user_part).map_err(|_| DomainError::Unauthenticated)?;
-        let shard = match self.router.shard_of(&self.pools, user_id).await {
-            Err(DomainError::NotFound) => return Err(DomainError::Unauthenticated),
-            other => other?,
-        };
-        let hash = sha256_hex(token);
-        let row = self
-            .pools
-            .read(shard, move |client| {
-                let hash = hash.clone();
-                Box::pin(async move {
-                    client
-                        .query_opt(
-                            "SELECT u.id, u.email, u.change_seq FROM api_tokens t JOIN users u ON u.id = t.user_id \
-                             WHERE t.token_hash = $1",
-                            &[&hash],
-                        )
-                        .await
-                        .map_err(db)
-                })
-            })
-            .await?
-            .ok_or(DomainError::Unauthenticated)?;
-        Ok(Viewer {
-            id: row.get(0),
-            email: row.get(1),
-            shard,
-            change_seq: row.get(2),
-        })
+        self.viewer_for_credential(user_part, Credential::ApiToken(sha256_hex(token)))
+            .await
     }
 
     /// A CSRF token for forms, derived from the session token: only a page
