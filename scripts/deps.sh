@@ -22,6 +22,9 @@ declare -gA DEPS_GROUPS=(
     # cmake: Pingora builds zlib-ng from source.
     [build]="cmake pkg-config build-essential curl ca-certificates jq"
     [syncml]="syncevolution"
+    # benches/syncml: SyncEvolution's own libsynthesis SyncML server as the reference peer
+    # (its Python front end needs twisted, which the package does not pull in).
+    [syncml-ref]="syncevolution syncevolution-http python3-twisted dbus-daemon"
     [browser]="chromium chromium-driver"
     # h2load lives in nghttp2-client.
     [bench]="wrk nginx haproxy nghttp2-client"
