@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use onebook_domain::contact_queries::{ContactQuery, SortOrder};
 use onebook_domain::contacts::{Contact, ContactCard};
+use onebook_domain::links::{NewLink, Service};
 use onebook_domain::DomainError;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -37,6 +38,10 @@ pub fn routes() -> Router<AppState> {
             get(get_contact).put(update_contact).delete(delete_contact),
         )
         .route("/changes", get(changes))
+        .route("/linked-accounts", get(list_links).post(add_link))
+        .route("/linked-accounts/{id}", get(get_link).delete(remove_link))
+        .route("/devices", get(list_devices))
+        .route("/devices/{dev_id}", axum::routing::delete(forget_device))
         .route("/openapi.json", get(openapi))
 }
 
@@ -548,4 +553,99 @@ async fn undo_merge(
     let id = contact_id(&id)?;
     let restored = state.domain.undo_merge(&viewer, id).await?;
     Ok(Json(json!({ "restored": restored })).into_response())
+}
+
+/// A new link. Every field is optional to serde so that a missing one is
+/// reported by name, like a wrong one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewLinkBody {
+    #[serde(default)]
+    id: Option<Uuid>,
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    account: Option<String>,
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+fn required(value: Option<String>, field: &str) -> Result<String, ApiError> {
+    value.ok_or_else(|| ApiError::bad_field(field, "is required"))
+}
+
+async fn list_links(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.domain.linked_accounts(&viewer).await?).into_response())
+}
+
+async fn add_link(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+    JsonBody(body): JsonBody<NewLinkBody>,
+) -> Result<Response, ApiError> {
+    let service = required(body.service, "service")?;
+    let service = Service::parse(&service)
+        .ok_or_else(|| ApiError::bad_field("service", "must be \"google\" or \"highrise\""))?;
+    let link = NewLink {
+        id: body.id,
+        service,
+        account: required(body.account, "account")?,
+        secret: required(body.secret, "secret")?,
+    };
+    let Some(key) = state.link_key.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "linking accounts is not configured on this server",
+        ));
+    };
+    let linked = state.domain.link_account(&viewer, key, link).await?;
+    let location = format!("/api/v1/linked-accounts/{}", linked.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(linked),
+    )
+        .into_response())
+}
+
+async fn get_link(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = contact_id(&id)?;
+    Ok(Json(state.domain.linked_account(&viewer, id).await?).into_response())
+}
+
+async fn remove_link(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = contact_id(&id)?;
+    state.domain.unlink_account(&viewer, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_devices(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.domain.devices(&viewer).await?).into_response())
+}
+
+/// Forgets a SyncML device; its next sync is a slow sync.
+async fn forget_device(
+    State(state): State<AppState>,
+    Authenticated(viewer): Authenticated,
+    Path(dev_id): Path<String>,
+) -> Result<Response, ApiError> {
+    if dev_id.is_empty() || dev_id.len() > 255 {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not found"));
+    }
+    state.domain.forget_device(&viewer, &dev_id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

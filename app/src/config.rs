@@ -1,6 +1,7 @@
 //! The webapp's one config model, read from TOML (`configs/webapp*.toml`),
 //! then overlaid by command-line flags for per-instance values.
 
+use onebook_domain::links::LinkSettings;
 use onebook_domain::settings::{load_toml, CacheSettings, DatabaseSettings, SettingsError};
 pub use onebook_service::Overrides;
 use onebook_service::ServerSettings;
@@ -16,6 +17,9 @@ pub struct WebappConfig {
     pub database: DatabaseSettings,
     #[serde(default)]
     pub cache: CacheSettings,
+    /// The key that seals linked-account secrets (Google, Highrise).
+    #[serde(default)]
+    pub links: LinkSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +50,7 @@ impl WebappConfig {
         let file = path.display().to_string();
         config.database.validate(&file)?;
         config.cache.validate(&file)?;
+        config.links.validate(&file)?;
         Ok(config)
     }
 }
@@ -68,6 +73,41 @@ mod tests {
             }
         }
         assert!(seen >= 1, "no webapp*.toml in {}", dir.display());
+    }
+
+    /// The dev config carries its links key inline; the production example
+    /// names a key file, read only when `serve` starts (and an error if it
+    /// is missing, rather than running without being able to link).
+    #[test]
+    fn the_links_key_comes_inline_or_from_a_file() {
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let dev =
+            WebappConfig::load(&configs.join("webapp.dev.toml"), &Overrides::default()).unwrap();
+        let inline = dev.links.load("dev").unwrap().expect("dev has a key");
+        let prod = WebappConfig::load(&configs.join("webapp.toml"), &Overrides::default()).unwrap();
+        assert!(prod.links.key_file.is_some());
+        assert!(matches!(
+            prod.links.load("prod"),
+            Err(SettingsError::Read { .. })
+        ));
+
+        let file = std::env::temp_dir().join(format!("onebook-links-{}.key", std::process::id()));
+        std::fs::write(&file, format!("{}\n", dev.links.key.clone().unwrap())).unwrap();
+        let from_file = LinkSettings {
+            key_file: Some(file.clone()),
+            key: None,
+        }
+        .load("test")
+        .unwrap()
+        .unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(from_file.id(), inline.id());
+
+        let bad: Result<WebappConfig, _> = onebook_domain::settings::parse_toml(
+            "bad.toml",
+            "[server]\nlisten = \"127.0.0.1:1\"\ninstance = \"x\"\n[database]\nshards = []\n[links]\nkey = \"abc\"\n",
+        );
+        assert!(bad.unwrap().links.validate("bad.toml").is_err());
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct AppState {
     pub domain: Arc<Domain>,
     /// Whether cookies get the `Secure` attribute (on behind the HTTPS edge).
     pub secure_cookies: bool,
+    /// Seals linked-account secrets; `None` when `[links]` sets no key, and
+    /// then accounts cannot be linked.
+    pub link_key: Option<Arc<onebook_domain::links::LinkKey>>,
 }
 
 pub fn router(

@@ -64,9 +64,18 @@ async fn main() -> anyhow::Result<()> {
         Command::DemoAccount => demo_account(&domain).await?,
         Command::Serve => {
             let metrics = HttpMetrics::new("webapp", &config.server.instance)?;
+            let link_key = config
+                .links
+                .load(&cli.config.display().to_string())?
+                .map(Arc::new);
+            match &link_key {
+                Some(key) => tracing::info!(key_id = key.id(), "linked-account key loaded"),
+                None => tracing::warn!("no [links] key configured: accounts cannot be linked"),
+            }
             let state = AppState {
                 domain,
                 secure_cookies: config.web.secure_cookies,
+                link_key,
             };
             let app = router(
                 state,

@@ -183,6 +183,29 @@ Migration {
         )",
         "CREATE INDEX merges_user ON merges (user_id, created_at)",
     ],
+},
+Migration {
+    version: 6,
+    name: "linked accounts for the sync bots",
+    statements: &[
+        // User shard. The secret (OAuth refresh token, API token) is sealed
+        // in Rust (ChaCha20-Poly1305, nonce first); key_id names the key.
+        "CREATE TABLE linked_accounts (
+            id uuid PRIMARY KEY,
+            user_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            service text NOT NULL CHECK (service IN ('google', 'highrise')),
+            account text NOT NULL,
+            secret_sealed bytea NOT NULL,
+            key_id text NOT NULL,
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            last_sync_status text CHECK (last_sync_status IN ('ok', 'needs_reauth', 'error')),
+            last_sync_at timestamptz,
+            last_sync_error text,
+            UNIQUE (user_id, service, account)
+        )",
+        "CREATE INDEX linked_accounts_user ON linked_accounts (user_id, created_at)",
+    ],
 }];
 
 /// Applies the missing migrations to every shard; returns how many
