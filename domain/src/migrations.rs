@@ -206,6 +206,25 @@ Migration {
         )",
         "CREATE INDEX linked_accounts_user ON linked_accounts (user_id, created_at)",
     ],
+},
+Migration {
+    version: 7,
+    name: "short SyncML GUIDs for devices with a small MaxGUIDSize",
+    statements: &[
+        // User shard. `n` is allocated per device datastore by the writer
+        // (max + 1, read in the same transaction); the GUID is its base 36.
+        "CREATE TABLE syncml_guids (
+            user_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            dev_id text NOT NULL,
+            datastore text NOT NULL,
+            guid text NOT NULL,
+            n bigint NOT NULL,
+            contact_id uuid NOT NULL,
+            created_at timestamptz NOT NULL,
+            PRIMARY KEY (user_id, dev_id, datastore, guid),
+            UNIQUE (user_id, dev_id, datastore, contact_id)
+        )",
+    ],
 }];
 
 /// Applies the missing migrations to every shard; returns how many

@@ -1,5 +1,6 @@
 //! Storage for the SyncML server: sessions, md5 nonces and secrets, client
-//! devices, sync anchors and LUID maps (schema: migration 4).
+//! devices, sync anchors and LUID maps (schema: migration 4), short GUIDs
+//! (migration 7).
 //!
 //! Sessions and nonces live on the directory shard because they are looked
 //! up before the user is known, and any sync-server instance must be able to
@@ -14,7 +15,25 @@ use crate::shard::ShardId;
 use crate::Domain;
 use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use uuid::Uuid;
+
+/// Expired sessions deleted along with each saved session message.
+pub const EXPIRED_SESSIONS_BATCH: i64 = 50;
+
+fn base36(mut n: i64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8_lossy(&out).into_owned()
+}
 
 /// A stored SyncML session: the engine's state is opaque JSON to this layer.
 #[derive(Debug, Clone)]
@@ -319,14 +338,145 @@ impl Domain {
                     )
                     .await
                     .map_err(db)?;
-                    // Housekeeping rides along: expired sessions of this device.
+                    Ok(())
+                })
+            })
+            .await?;
+        // Housekeeping rides along with every saved message, bounded so no
+        // request pays for a large backlog; steady traffic keeps the table
+        // to live sessions plus at most a few batches.
+        self.purge_expired_syncml_sessions(EXPIRED_SESSIONS_BATCH)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes up to `limit` expired sessions (oldest first); returns how
+    /// many went.
+    pub async fn purge_expired_syncml_sessions(&self, limit: i64) -> Result<u64, DomainError> {
+        let now = Utc::now();
+        self.pools
+            .write(self.pools.directory_shard(), move |tx| {
+                Box::pin(async move {
+                    // Ordered by a unique key so both replicas pick the same rows.
                     tx.execute(
-                        "DELETE FROM syncml_sessions WHERE dev_id = $1 AND expires_at < $2",
-                        &[&s.dev_id, &now],
+                        "DELETE FROM syncml_sessions WHERE id IN (SELECT id FROM syncml_sessions \
+                         WHERE expires_at < $1 ORDER BY expires_at, id LIMIT $2)",
+                        &[&now, &limit],
                     )
                     .await
-                    .map_err(db)?;
-                    Ok(())
+                    .map_err(db)
+                })
+            })
+            .await
+    }
+
+    /// Whether a session row exists at all, expired or not (for tests and
+    /// diagnostics; [`Domain::syncml_session`] ignores expired ones).
+    pub async fn syncml_session_row_exists(&self, id: &str) -> Result<bool, DomainError> {
+        let id = id.to_string();
+        self.pools
+            .read(self.pools.directory_shard(), move |client| {
+                let id = id.clone();
+                Box::pin(async move {
+                    Ok(client
+                        .query_opt("SELECT 1 FROM syncml_sessions WHERE id = $1", &[&id])
+                        .await
+                        .map_err(db)?
+                        .is_some())
+                })
+            })
+            .await
+    }
+
+    /// Short GUIDs (base 36 of a per-datastore counter) for contacts sent
+    /// to a device whose MaxGUIDSize cannot hold our UUIDs; allocated on
+    /// first use and kept, so the device's Map and later Replace/Delete
+    /// refer to the same contact.
+    pub async fn syncml_short_guids(
+        &self,
+        viewer: &Viewer,
+        dev_id: &str,
+        datastore: &str,
+        contacts: &[Uuid],
+    ) -> Result<HashMap<Uuid, String>, DomainError> {
+        if contacts.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let (user_id, dev_id, datastore, contacts, now) = (
+            viewer.id,
+            dev_id.to_string(),
+            datastore.to_string(),
+            contacts.to_vec(),
+            Utc::now(),
+        );
+        self.pools
+            .write(viewer.shard, move |tx| {
+                let (dev_id, datastore, contacts) =
+                    (dev_id.clone(), datastore.clone(), contacts.clone());
+                Box::pin(async move {
+                    let rows = tx
+                        .query(
+                            "SELECT contact_id, guid FROM syncml_guids WHERE user_id = $1 AND dev_id = $2 \
+                             AND datastore = $3 AND contact_id = ANY($4)",
+                            &[&user_id, &dev_id, &datastore, &contacts],
+                        )
+                        .await
+                        .map_err(db)?;
+                    let mut out: HashMap<Uuid, String> =
+                        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+                    let mut next: i64 = tx
+                        .query_one(
+                            "SELECT COALESCE(MAX(n), 0) FROM syncml_guids WHERE user_id = $1 AND dev_id = $2 \
+                             AND datastore = $3",
+                            &[&user_id, &dev_id, &datastore],
+                        )
+                        .await
+                        .map_err(db)?
+                        .get(0);
+                    for contact in &contacts {
+                        if out.contains_key(contact) {
+                            continue;
+                        }
+                        next += 1;
+                        let guid = base36(next);
+                        tx.execute(
+                            "INSERT INTO syncml_guids (user_id, dev_id, datastore, guid, n, contact_id, created_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                            &[&user_id, &dev_id, &datastore, &guid, &next, contact, &now],
+                        )
+                        .await
+                        .map_err(db)?;
+                        out.insert(*contact, guid);
+                    }
+                    Ok(out)
+                })
+            })
+            .await
+    }
+
+    /// Short GUID → contact, for one device datastore.
+    pub async fn syncml_guid_contacts(
+        &self,
+        viewer: &Viewer,
+        dev_id: &str,
+        datastore: &str,
+    ) -> Result<HashMap<String, Uuid>, DomainError> {
+        let (user_id, dev_id, datastore) = (viewer.id, dev_id.to_string(), datastore.to_string());
+        self.pools
+            .read(viewer.shard, move |client| {
+                let (dev_id, datastore) = (dev_id.clone(), datastore.clone());
+                Box::pin(async move {
+                    Ok(client
+                        .query(
+                            "SELECT guid, contact_id FROM syncml_guids WHERE user_id = $1 AND dev_id = $2 \
+                             AND datastore = $3",
+                            &[&user_id, &dev_id, &datastore],
+                        )
+                        .await
+                        .map_err(db)?
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1)))
+                        .collect())
                 })
             })
             .await
@@ -542,5 +692,18 @@ impl Domain {
                 })
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base36;
+
+    #[test]
+    fn short_guids_are_base36() {
+        assert_eq!(base36(1), "1");
+        assert_eq!(base36(35), "z");
+        assert_eq!(base36(36), "10");
+        assert_eq!(base36(36 * 36 * 36 - 1), "zzz");
     }
 }

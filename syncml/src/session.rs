@@ -424,6 +424,7 @@ impl Turn<'_> {
             return Ok(406);
         };
         self.state.client_prefers_21 = Some(prefers_21(devinf));
+        self.state.client_max_guid_size = max_guid_size(devinf);
         self.domain
             .set_syncml_devinf(&self.viewer, &self.dev_id, &devinf.to_xml())
             .await?;
@@ -486,12 +487,29 @@ impl Turn<'_> {
             .domain
             .syncml_devinf(&self.viewer, &self.dev_id)
             .await?;
-        let p = stored
-            .and_then(|bytes| DevInf::from_xml(&bytes).ok())
-            .is_some_and(|d| prefers_21(&d));
+        let devinf = stored.and_then(|bytes| DevInf::from_xml(&bytes).ok());
+        let p = devinf.as_ref().is_some_and(prefers_21);
         self.state.client_prefers_21 = Some(p);
+        self.state.client_max_guid_size = devinf.as_ref().and_then(max_guid_size);
         Ok(p)
     }
+
+    /// The longest GUID the client can store (DevInf MaxGUIDSize), if it
+    /// said.
+    pub async fn client_max_guid_size(&mut self) -> Result<Option<u32>, SessionError> {
+        self.client_prefers_21().await?;
+        Ok(self.state.client_max_guid_size)
+    }
+}
+
+/// The smallest MaxGUIDSize over the client's datastores (0 means unknown).
+fn max_guid_size(devinf: &DevInf) -> Option<u32> {
+    devinf
+        .data_stores
+        .iter()
+        .filter_map(|d| d.max_guid_size)
+        .filter(|&n| n > 0)
+        .min()
 }
 
 fn phases(state: &SessionState, phase: Phase) -> Vec<usize> {

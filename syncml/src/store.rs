@@ -20,6 +20,10 @@ pub struct SessionState {
     pub client_prefers_21: Option<bool>,
     /// The client's MaxMsgSize (SyncHdr Meta): our replies stay below it.
     pub client_max_msg_size: Option<u64>,
+    /// The smallest MaxGUIDSize of the client's datastores (DevInf); loaded
+    /// together with `client_prefers_21`.
+    #[serde(default)]
+    pub client_max_guid_size: Option<u32>,
     pub stores: Vec<StoreState>,
 }
 
@@ -75,10 +79,14 @@ pub struct StoreState {
     pub client_uri: String,
     /// Our storage key for the datastore, shared by all aliases.
     pub key: String,
-    /// 200 two-way or 201 slow.
+    /// The sync type: 200 two-way, 201 slow, 202 one-way from client, 203
+    /// refresh from client, 204 one-way from server, 205 refresh from server.
     pub mode: u16,
     pub client_next: String,
     pub server_next: String,
+    /// Our anchor of the device's last completed sync: when it started.
+    #[serde(default)]
+    pub last_server_next: Option<String>,
     /// Change sequence the device had seen at its last completed sync.
     pub since_seq: i64,
     /// Change sequence covered by the Sync we sent.
@@ -96,6 +104,23 @@ pub struct StoreState {
     /// Whether NumberOfChanges went out with the first message of our Sync.
     #[serde(default)]
     pub announced: bool,
+    /// A client item arriving in chunks (MoreData) over several messages.
+    #[serde(default)]
+    pub chunk: Option<Chunk>,
+}
+
+/// The part of a large object received so far.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Add or Replace.
+    pub kind: String,
+    pub luid: String,
+    pub guid: String,
+    pub content_type: Option<String>,
+    /// Meta/Size of the first chunk: the whole object in bytes, CRs counted.
+    pub size: Option<u64>,
+    /// The bytes so far, base64 (the state is JSON).
+    pub data: String,
 }
 
 /// One change for the client, by reference: the card is read when the

@@ -1,16 +1,24 @@
-//! The contacts datastore: Alert (anchors, two-way vs slow), the client's
-//! Sync (Add/Replace/Delete with a Status per item), our Sync (changes since
-//! the device's last sync), Map, and committing the anchors.
+//! The contacts datastore: Alert (anchors and the sync type), the client's
+//! Sync (Add/Replace/Delete with a Status per item, large objects over
+//! several messages, conflicts merged per [`crate::merge`]), our Sync
+//! (changes since the device's last sync), Map, and committing the anchors.
 //!
-//! Only two-way (200) and slow (201) syncs are implemented; 202–205 get 406
-//! so a client reports a clear error instead of half a sync.
+//! Sync types: two-way (200) and slow (201) exchange both ways; one-way
+//! from client (202) applies the client's changes and sends none (ours stay
+//! pending for the next sync); refresh from client (203) makes the user's
+//! contacts exactly the client's set; one-way from server (204) sends our
+//! changes and accepts none; refresh from server (205) sends everything to a
+//! client that has deleted its own data.
 
+use crate::merge;
 use crate::message::{
     Alert, Anchor, Command, Item, ItemCommand, ItemData, Location, Map, Meta, Status, Sync,
 };
 use crate::session::{datastore_key, SessionError, Turn};
-use crate::store::{Pending, PendingOp, Phase, StoreState};
+use crate::store::{Chunk, Pending, PendingOp, Phase, StoreState};
 use crate::tree::Version;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use onebook_domain::contact_queries::ContactQuery;
 use onebook_domain::contacts::{Contact, ContactCard};
 use onebook_domain::syncml_state::SyncAnchors;
@@ -22,6 +30,16 @@ use uuid::Uuid;
 
 const TWO_WAY: u16 = 200;
 const SLOW: u16 = 201;
+const ONE_WAY_FROM_CLIENT: u16 = 202;
+const REFRESH_FROM_CLIENT: u16 = 203;
+const ONE_WAY_FROM_SERVER: u16 = 204;
+const REFRESH_FROM_SERVER: u16 = 205;
+/// Alert: the last chunk of a large object never came.
+const MISSING_END_OF_DATA: u16 = 223;
+/// Our GUIDs: contact UUIDs without dashes.
+const UUID_GUID_LEN: u32 = 32;
+/// Bulk deletes take at most this many ids.
+const DELETE_BATCH: usize = 1000;
 const NEXT_MESSAGE: u16 = 222;
 const CHANGES_PAGE: i64 = 1000;
 const CONTACTS_PAGE: i64 = 500;
@@ -56,7 +74,7 @@ pub(crate) async fn alert(t: &mut Turn<'_>, alert: &Alert) -> Result<(), Session
         }
     };
     let early = match alert.code {
-        Some(TWO_WAY | SLOW) => None,
+        Some(TWO_WAY..=REFRESH_FROM_SERVER) => None,
         // Nothing of ours is split over messages yet, so there is never
         // more to send; the Status is all the client needs.
         Some(NEXT_MESSAGE) | Some(100) => Some(200),
@@ -83,17 +101,18 @@ pub(crate) async fn alert(t: &mut Turn<'_>, alert: &Alert) -> Result<(), Session
     let anchors_match = stored.as_ref().is_some_and(|s| {
         client_anchor.last.as_deref().map(str::trim) == Some(s.client_next.trim())
     });
-    // Two-way only from a state both sides agree on; anything else (first
-    // contact, lost state, anchors out of step) is a slow sync, announced
-    // with 508 so the client sends everything.
+    // Incremental types (two-way, one-way) only from a state both sides
+    // agree on; anything else (first contact, lost state, anchors out of
+    // step) is a slow sync, announced with 508 so the client sends
+    // everything. Slow and refresh syncs need no common state.
     let (code, mode) = match requested {
-        TWO_WAY if anchors_match => (200, TWO_WAY),
-        TWO_WAY => (508, SLOW),
-        _ => (200, SLOW),
+        TWO_WAY | ONE_WAY_FROM_CLIENT | ONE_WAY_FROM_SERVER if anchors_match => (200, requested),
+        TWO_WAY | ONE_WAY_FROM_CLIENT | ONE_WAY_FROM_SERVER => (508, SLOW),
+        other => (200, other),
     };
     let server_next = anchor_now();
     let since_seq = match (&stored, mode) {
-        (Some(s), TWO_WAY) => s.last_seq,
+        (Some(s), TWO_WAY | ONE_WAY_FROM_CLIENT | ONE_WAY_FROM_SERVER) => s.last_seq,
         _ => 0,
     };
     if !alert.no_resp {
@@ -134,6 +153,7 @@ pub(crate) async fn alert(t: &mut Turn<'_>, alert: &Alert) -> Result<(), Session
         mode,
         client_next: client_anchor.next,
         server_next,
+        last_server_next: stored.as_ref().map(|s| s.server_next.clone()),
         since_seq,
         sent_seq: since_seq,
         phase: Phase::Alerted,
@@ -142,6 +162,7 @@ pub(crate) async fn alert(t: &mut Turn<'_>, alert: &Alert) -> Result<(), Session
         alert_ref: format!("{}/{}", t.state.server_msg_id, alert_id),
         outbox: Vec::new(),
         announced: false,
+        chunk: None,
     });
     Ok(())
 }
@@ -174,6 +195,11 @@ struct Apply {
     changed_maps: Vec<(String, Option<Uuid>)>,
     /// Slow sync: server contacts not yet claimed by a client item, by match key.
     unclaimed: Option<HashMap<String, Uuid>>,
+    /// Two-way: contacts changed on the server since the device's last
+    /// sync, with the last operation (a client change to one is a conflict).
+    server_changed: Option<HashMap<Uuid, String>>,
+    /// Short GUIDs we gave the device → contact.
+    short_guids: Option<HashMap<String, Uuid>>,
 }
 
 pub(crate) async fn sync(t: &mut Turn<'_>, sync: &Sync) -> Result<(), SessionError> {
@@ -219,13 +245,15 @@ pub(crate) async fn sync(t: &mut Turn<'_>, sync: &Sync) -> Result<(), SessionErr
         maps,
         changed_maps: Vec::new(),
         unclaimed: None,
+        server_changed: None,
+        short_guids: None,
     };
     let sync_meta = sync.meta.as_ref();
     for c in &sync.commands {
         match c {
             Command::Add(cmd) | Command::Replace(cmd) | Command::Delete(cmd) => {
                 for item in &cmd.items {
-                    let code = apply_item(t, &mut apply, c.name(), cmd, item, sync_meta).await?;
+                    let code = receive_item(t, &mut apply, c.name(), cmd, item, sync_meta).await?;
                     if !cmd.no_resp {
                         let luid = uri_of(item.source.as_ref());
                         let guid = uri_of(item.target.as_ref());
@@ -286,6 +314,193 @@ fn is_vcard_type(t: &str) -> bool {
     t == "text/vcard" || t == "text/x-vcard" || t == "text/directory"
 }
 
+fn item_bytes(item: &Item) -> &[u8] {
+    item.data
+        .as_ref()
+        .and_then(ItemData::as_bytes)
+        .unwrap_or_default()
+}
+
+fn item_content_type<'m>(
+    item: &'m Item,
+    cmd: &'m ItemCommand,
+    sync_meta: Option<&'m Meta>,
+) -> Option<&'m str> {
+    item.meta
+        .as_ref()
+        .and_then(|m| m.content_type.as_deref())
+        .or(cmd.meta.as_ref().and_then(|m| m.content_type.as_deref()))
+        .or(sync_meta.and_then(|m| m.content_type.as_deref()))
+}
+
+/// Tells the client that the large object it started never ended (it sent
+/// another item, or ended its package, before the last chunk).
+pub(crate) fn missing_end_of_data(t: &mut Turn<'_>, chunk: &Chunk) {
+    tracing::info!(dev_id = %t.dev_id, luid = %chunk.luid, "large object without its last chunk");
+    let cmd_id = t.next_id();
+    t.out.push(Command::Alert(Alert {
+        cmd_id,
+        code: Some(MISSING_END_OF_DATA),
+        items: vec![Item {
+            target: (!chunk.guid.is_empty()).then(|| Location::new(chunk.guid.clone())),
+            source: Some(Location::new(chunk.luid.clone())),
+            ..Item::default()
+        }],
+        ..Alert::default()
+    }));
+}
+
+/// One client item: a chunk of a large object (213 until the last one,
+/// which is checked against the announced size: 424 on a mismatch), or a
+/// whole item.
+async fn receive_item(
+    t: &mut Turn<'_>,
+    a: &mut Apply,
+    kind: &str,
+    cmd: &ItemCommand,
+    item: &Item,
+    sync_meta: Option<&Meta>,
+) -> Result<u16, SessionError> {
+    let mode = t.state.stores[a.store].mode;
+    if matches!(mode, ONE_WAY_FROM_SERVER | REFRESH_FROM_SERVER) {
+        // The client asked for our changes only.
+        return Ok(405);
+    }
+    let luid = uri_of(item.source.as_ref());
+    let guid = uri_of(item.target.as_ref());
+    if let Some(chunk) = t.state.stores[a.store].chunk.take() {
+        if chunk.kind == kind && chunk.luid == luid && chunk.guid == guid {
+            let mut data = B64.decode(&chunk.data).unwrap_or_default();
+            data.extend_from_slice(item_bytes(item));
+            if chunk.size.is_some_and(|size| data.len() as u64 > size) {
+                return Ok(424);
+            }
+            if item.more_data {
+                t.state.stores[a.store].chunk = Some(Chunk {
+                    data: B64.encode(&data),
+                    ..chunk
+                });
+                return Ok(213);
+            }
+            if chunk.size.is_some_and(|size| data.len() as u64 != size) {
+                return Ok(424);
+            }
+            let content_type = chunk
+                .content_type
+                .clone()
+                .or_else(|| item_content_type(item, cmd, sync_meta).map(str::to_owned));
+            let whole = Item {
+                data: Some(ItemData::Bytes(data)),
+                more_data: false,
+                meta: Some(Meta {
+                    content_type,
+                    ..Meta::default()
+                }),
+                ..item.clone()
+            };
+            return apply_item(t, a, kind, cmd, &whole, sync_meta).await;
+        }
+        missing_end_of_data(t, &chunk);
+    }
+    if item.more_data && kind != "Delete" {
+        let size = item
+            .meta
+            .as_ref()
+            .and_then(|m| m.size)
+            .or(cmd.meta.as_ref().and_then(|m| m.size));
+        if size.is_some_and(|size| size > t.max_obj_size()) {
+            return Ok(416);
+        }
+        let data = item_bytes(item);
+        if size.is_some_and(|size| data.len() as u64 > size) {
+            return Ok(424);
+        }
+        if luid.is_empty() && guid.is_empty() {
+            return Ok(400);
+        }
+        t.state.stores[a.store].chunk = Some(Chunk {
+            kind: kind.to_owned(),
+            luid,
+            guid,
+            content_type: item_content_type(item, cmd, sync_meta).map(str::to_owned),
+            size,
+            data: B64.encode(data),
+        });
+        return Ok(213);
+    }
+    apply_item(t, a, kind, cmd, item, sync_meta).await
+}
+
+/// Contacts changed on the server since the device's last sync (not by
+/// this session), with their last operation.
+async fn server_changes(
+    t: &Turn<'_>,
+    since: i64,
+    skip: &HashSet<Uuid>,
+) -> Result<Vec<(Uuid, String)>, SessionError> {
+    let viewer = t.domain.refresh_viewer(&t.viewer).await?;
+    let mut since = since;
+    let mut last_op: Vec<(Uuid, String)> = Vec::new();
+    loop {
+        let feed = t.domain.changes_since(&viewer, since, CHANGES_PAGE).await?;
+        if feed.changes.is_empty() {
+            break;
+        }
+        for c in feed.changes {
+            last_op.retain(|(id, _)| *id != c.contact_id);
+            last_op.push((c.contact_id, c.op));
+        }
+        since = feed.next_since;
+    }
+    last_op.retain(|(id, _)| !skip.contains(id));
+    Ok(last_op)
+}
+
+/// Whether the server changed `contact` (other than deleting it) since the
+/// device's last sync: a client change to it then conflicts.
+async fn changed_on_server(
+    t: &Turn<'_>,
+    a: &mut Apply,
+    contact: Uuid,
+) -> Result<bool, SessionError> {
+    let st = &t.state.stores[a.store];
+    if !matches!(st.mode, TWO_WAY | ONE_WAY_FROM_CLIENT) {
+        return Ok(false);
+    }
+    if a.server_changed.is_none() {
+        let touched: HashSet<Uuid> = st.touched.iter().copied().collect();
+        let changes = server_changes(t, st.since_seq, &touched).await?;
+        a.server_changed = Some(changes.into_iter().collect());
+    }
+    Ok(a.server_changed
+        .as_ref()
+        .and_then(|c| c.get(&contact))
+        .is_some_and(|op| op != "delete"))
+}
+
+/// The contact a client item names by our GUID (Target), full or short.
+async fn contact_for_guid(
+    t: &Turn<'_>,
+    a: &mut Apply,
+    guid: &str,
+) -> Result<Option<Uuid>, SessionError> {
+    if guid.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(id) = Uuid::try_parse(guid) {
+        return Ok(Some(id));
+    }
+    if a.short_guids.is_none() {
+        let key = t.state.stores[a.store].key.clone();
+        a.short_guids = Some(
+            t.domain
+                .syncml_guid_contacts(&t.viewer, &t.dev_id, &key)
+                .await?,
+        );
+    }
+    Ok(a.short_guids.as_ref().and_then(|g| g.get(guid)).copied())
+}
+
 async fn apply_item(
     t: &mut Turn<'_>,
     a: &mut Apply,
@@ -296,17 +511,21 @@ async fn apply_item(
 ) -> Result<u16, SessionError> {
     let luid = uri_of(item.source.as_ref());
     let guid = uri_of(item.target.as_ref());
-    let mapped = a
-        .maps
-        .get(&luid)
-        .copied()
-        .or_else(|| Uuid::try_parse(&guid).ok());
+    let mapped = match a.maps.get(&luid).copied() {
+        Some(id) => Some(id),
+        None => contact_for_guid(t, a, &guid).await?,
+    };
     if kind == "Delete" {
         let Some(contact_id) = mapped else {
             return Ok(211);
         };
         a.changed_maps.push((luid.clone(), None));
         a.maps.remove(&luid);
+        if changed_on_server(t, a, contact_id).await? {
+            // Deleted on the device, changed on the web: the change wins
+            // and the contact goes back to the device as an Add.
+            return Ok(200);
+        }
         t.state.stores[a.store].touched.push(contact_id);
         return Ok(match t.domain.delete_contact(&t.viewer, contact_id).await {
             Ok(()) => 200,
@@ -317,18 +536,7 @@ async fn apply_item(
             }
         });
     }
-    if item.more_data {
-        // Chunked objects (MoreData/213) are not reassembled yet. Clients
-        // only chunk objects larger than our MaxMsgSize, which is the 4 MiB
-        // body limit; refuse rather than store a truncated card.
-        return Ok(406);
-    }
-    let content_type = item
-        .meta
-        .as_ref()
-        .or(cmd.meta.as_ref())
-        .or(sync_meta)
-        .and_then(|m| m.content_type.as_deref());
+    let content_type = item_content_type(item, cmd, sync_meta);
     if content_type.is_some_and(|ct| !is_vcard_type(ct)) {
         return Ok(415);
     }
@@ -344,6 +552,27 @@ async fn apply_item(
     }
     t.state.stores[a.store].seen_luids.push(luid.clone());
     if let Some(contact_id) = mapped {
+        if kind == "Replace" && changed_on_server(t, a, contact_id).await? {
+            let client_at = client_change_time(
+                parsed.get("REV").map(|p| p.value.as_str()),
+                t.state.stores[a.store].last_server_next.as_deref(),
+            );
+            match merge_into(t, contact_id, &card, client_at).await {
+                Ok(true) => {
+                    if !a.maps.contains_key(&luid) {
+                        a.maps.insert(luid.clone(), contact_id);
+                        a.changed_maps.push((luid, Some(contact_id)));
+                    }
+                    // Not `touched`: the merged card goes back to the device.
+                    return Ok(207);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "SyncML conflict merge failed");
+                    return Ok(item_error_code(&e));
+                }
+            }
+        }
         match t
             .domain
             .update_contact(&t.viewer, contact_id, None, card.clone())
@@ -365,14 +594,26 @@ async fn apply_item(
             }
         }
     }
-    if t.state.stores[a.store].mode == SLOW {
+    let mode = t.state.stores[a.store].mode;
+    if matches!(mode, SLOW | REFRESH_FROM_CLIENT) {
         if a.unclaimed.is_none() {
             a.unclaimed = Some(unclaimed_contacts(t, a).await?);
         }
         let key = match_key(&card);
         if let Some(existing) = a.unclaimed.as_mut().and_then(|u| u.remove(&key)) {
             // Already on the server (a slow sync after lost state): pair it
-            // instead of duplicating; the server's version stays.
+            // instead of duplicating; the server's version stays, except in
+            // a refresh from the client, whose data is the reference.
+            if mode == REFRESH_FROM_CLIENT {
+                if let Err(e) = t
+                    .domain
+                    .update_contact(&t.viewer, existing, None, card.clone())
+                    .await
+                {
+                    tracing::warn!(error = %e, "SyncML refresh update failed");
+                    return Ok(item_error_code(&e));
+                }
+            }
             t.state.stores[a.store].touched.push(existing);
             a.maps.insert(luid.clone(), existing);
             a.changed_maps.push((luid, Some(existing)));
@@ -391,6 +632,46 @@ async fn apply_item(
             tracing::warn!(error = %e, "SyncML add failed");
             Ok(item_error_code(&e))
         }
+    }
+}
+
+/// When the device changed a card: its REV, if that is plausible, else
+/// now. A change reported in this sync was made after the last one, so a
+/// REV from before it (clients keep stale REVs, or derive them from file
+/// times) or from the future (a wrong clock) says nothing, and the arrival
+/// time is the best bound we have.
+fn client_change_time(rev: Option<&str>, last_sync: Option<&str>) -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now();
+    let after = last_sync.and_then(merge::revision);
+    rev.and_then(merge::revision)
+        .filter(|t| after.is_none_or(|a| *t > a) && *t <= now + chrono::Duration::minutes(5))
+        .unwrap_or(now)
+}
+
+/// Merges the client's card into a contact the server changed too (see
+/// [`crate::merge`]). False if the contact is gone (the client's version
+/// then simply comes back).
+async fn merge_into(
+    t: &Turn<'_>,
+    contact_id: Uuid,
+    card: &ContactCard,
+    client_at: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, DomainError> {
+    let viewer = t.domain.refresh_viewer(&t.viewer).await?;
+    let current = match t.domain.get_contact(&viewer, contact_id).await {
+        Ok(c) => c,
+        Err(DomainError::NotFound) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let merged = merge::merge(&current.card, current.updated_at, card, client_at);
+    match t
+        .domain
+        .update_contact(&viewer, contact_id, Some(current.version), merged)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(DomainError::NotFound) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -442,11 +723,25 @@ pub(crate) async fn map(t: &mut Turn<'_>, map: &Map) -> Result<(), SessionError>
     let code = match datastore_key(&target) {
         None => 404,
         Some(key) => {
+            let needs_short = map
+                .items
+                .iter()
+                .any(|i| Uuid::try_parse(i.target.loc_uri.trim()).is_err());
+            let short = if needs_short {
+                t.domain
+                    .syncml_guid_contacts(&t.viewer, &t.dev_id, key)
+                    .await?
+            } else {
+                HashMap::new()
+            };
             let entries: Vec<(String, Option<Uuid>)> = map
                 .items
                 .iter()
                 .filter_map(|i| {
-                    let guid = Uuid::try_parse(i.target.loc_uri.trim()).ok()?;
+                    let target = i.target.loc_uri.trim();
+                    let guid = Uuid::try_parse(target)
+                        .ok()
+                        .or_else(|| short.get(target).copied())?;
                     Some((i.source.loc_uri.trim().to_owned(), Some(guid)))
                 })
                 .collect();
@@ -469,7 +764,10 @@ pub(crate) async fn map(t: &mut Turn<'_>, map: &Map) -> Result<(), SessionError>
 /// since its last sync that did not come from this session (two-way). The
 /// changes go into the store's outbox; [`emit`] sends what fits.
 pub(crate) async fn server_sync(t: &mut Turn<'_>, store: usize) -> Result<(), SessionError> {
-    let viewer = t.domain.refresh_viewer(&t.viewer).await?;
+    if let Some(chunk) = t.state.stores[store].chunk.take() {
+        missing_end_of_data(t, &chunk);
+    }
+    let mut viewer = t.domain.refresh_viewer(&t.viewer).await?;
     let s = t.state.stores[store].clone();
     let touched: HashSet<Uuid> = s.touched.iter().copied().collect();
     let maps = t.domain.syncml_maps(&viewer, &t.dev_id, &s.key).await?;
@@ -477,7 +775,45 @@ pub(crate) async fn server_sync(t: &mut Turn<'_>, store: usize) -> Result<(), Se
     let mut outbox = Vec::new();
     let mut forget = Vec::new();
     let sent_seq;
-    if s.mode == SLOW {
+    if s.mode == REFRESH_FROM_CLIENT {
+        // The client's set is now the user's: what it did not send goes,
+        // and so do the maps of LUIDs it no longer has.
+        let seen: HashSet<&String> = s.seen_luids.iter().collect();
+        for (luid, _) in &maps {
+            if !seen.contains(luid) {
+                forget.push((luid.clone(), None));
+            }
+        }
+        let gone: Vec<Uuid> = all_contacts(t)
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .filter(|id| !touched.contains(id))
+            .collect();
+        for batch in gone.chunks(DELETE_BATCH) {
+            t.domain.delete_contacts(&viewer, batch.to_vec()).await?;
+        }
+        // Our own deletions are nothing the device needs to hear about.
+        viewer = t.domain.refresh_viewer(&viewer).await?;
+        sent_seq = viewer.change_seq;
+    } else if s.mode == ONE_WAY_FROM_CLIENT {
+        // Nothing goes to the client; our changes since its last sync stay
+        // pending for the next sync that sends.
+        sent_seq = s.since_seq;
+    } else if s.mode == REFRESH_FROM_SERVER {
+        // The client dropped its data: every old LUID is gone.
+        t.domain
+            .clear_syncml_maps(&viewer, &t.dev_id, &s.key)
+            .await?;
+        sent_seq = viewer.change_seq;
+        for contact in all_contacts(t).await? {
+            outbox.push(Pending {
+                op: PendingOp::Add,
+                contact_id: contact.id,
+                luid: None,
+            });
+        }
+    } else if s.mode == SLOW {
         // The client sent all it has; maps to LUIDs it did not send are stale.
         let seen: HashSet<&String> = s.seen_luids.iter().collect();
         for (luid, contact) in &maps {
@@ -497,24 +833,11 @@ pub(crate) async fn server_sync(t: &mut Turn<'_>, store: usize) -> Result<(), Se
             }
         }
     } else {
-        let mut since = s.since_seq;
-        let mut last_op: Vec<(Uuid, String)> = Vec::new();
-        loop {
-            let feed = t.domain.changes_since(&viewer, since, CHANGES_PAGE).await?;
-            if feed.changes.is_empty() {
-                break;
-            }
-            for c in feed.changes {
-                last_op.retain(|(id, _)| *id != c.contact_id);
-                last_op.push((c.contact_id, c.op));
-            }
-            since = feed.next_since;
-        }
-        sent_seq = since.max(s.since_seq);
-        for (contact_id, op) in last_op {
-            if touched.contains(&contact_id) {
-                continue;
-            }
+        // Two-way and one-way from server: the changes since the last sync.
+        // Read the sequence first: a change landing while we read is then
+        // sent again next time rather than never.
+        sent_seq = viewer.change_seq.max(s.since_seq);
+        for (contact_id, op) in server_changes(t, s.since_seq, &touched).await? {
             let luid = by_contact.get(&contact_id).cloned();
             let op = match (op == "delete", &luid) {
                 (true, Some(luid)) => {
@@ -577,6 +900,25 @@ pub(crate) async fn emit(t: &mut Turn<'_>, store: usize) -> Result<(), SessionEr
     };
     // Fresh change_seq: cached cards are keyed by it.
     let viewer = t.domain.refresh_viewer(&t.viewer).await?;
+    // Devices that cannot hold our UUIDs as GUIDs get short ones, kept
+    // per device so their Map and later commands find the contact.
+    let short: Option<HashMap<Uuid, String>> = match t.client_max_guid_size().await? {
+        Some(limit) if limit < UUID_GUID_LEN => {
+            let ids: Vec<Uuid> = s.outbox.iter().map(|p| p.contact_id).collect();
+            Some(
+                t.domain
+                    .syncml_short_guids(&viewer, &t.dev_id, &s.key, &ids)
+                    .await?,
+            )
+        }
+        _ => None,
+    };
+    let guid_of = |id: Uuid| -> String {
+        short
+            .as_ref()
+            .and_then(|m| m.get(&id).cloned())
+            .unwrap_or_else(|| id.simple().to_string())
+    };
     let mut used = t.reply_len(Some(&sync))?;
     let empty = t.bare_len(&[])?;
     let mut sent = 0;
@@ -592,7 +934,7 @@ pub(crate) async fn emit(t: &mut Turn<'_>, store: usize) -> Result<(), SessionEr
         let cmd_id = t.next_id();
         let card_item = |c: &Contact, target: Option<&String>| Item {
             target: target.map(|l| Location::new(l.clone())),
-            source: Some(Location::new(c.id.simple().to_string())),
+            source: Some(Location::new(guid_of(c.id))),
             data: Some(ItemData::Bytes(
                 vcard::write(&vcard::to_vcard(&c.card, version, Some(&source)), version)
                     .into_bytes(),
@@ -617,7 +959,7 @@ pub(crate) async fn emit(t: &mut Turn<'_>, store: usize) -> Result<(), SessionEr
                 cmd_id,
                 items: vec![Item {
                     target: Some(Location::new(luid.clone())),
-                    source: Some(Location::new(pending.contact_id.simple().to_string())),
+                    source: Some(Location::new(guid_of(pending.contact_id))),
                     ..Item::default()
                 }],
                 ..ItemCommand::default()

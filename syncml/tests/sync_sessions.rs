@@ -670,12 +670,13 @@ async fn unknown_datastores_and_unsupported_modes_get_their_statuses() {
     let mut calendar = alert.clone();
     calendar.cmd_id = "4".into();
     calendar.items[0].target = Some(Location::new("calendar"));
-    let mut one_way = alert.clone();
-    one_way.cmd_id = "5".into();
-    one_way.code = Some(204);
-    one_way.items[0].target = Some(Location::new("card"));
+    // Server-alerted sync types (206-210) are not ours to receive.
+    let mut alerted = alert.clone();
+    alerted.cmd_id = "5".into();
+    alerted.code = Some(206);
+    alerted.items[0].target = Some(Location::new("card"));
     m1.body.commands.insert(3, Command::Alert(calendar));
-    m1.body.commands.insert(4, Command::Alert(one_way));
+    m1.body.commands.insert(4, Command::Alert(alerted));
     let a = client.send(m1, Auth::Basic(PASSWORD)).await;
     assert_eq!(a.status_for("Alert"), [200, 404, 406]);
 }
@@ -1040,8 +1041,8 @@ async fn client_package_over_two_messages() {
         .commands
         .iter()
         .any(|c| matches!(c, Command::Sync(_))));
-    // A chunk of a large object is refused (not reassembled yet), not
-    // stored truncated.
+    // The first chunk of a large object whose last chunk never comes: 213,
+    // then Alert 223 at the end of the package, and nothing stored.
     for c in second.body.commands.iter_mut() {
         if let Command::Sync(s) = c {
             let Command::Add(mut chunk) = s.commands[0].clone() else {
@@ -1054,7 +1055,23 @@ async fn client_package_over_two_messages() {
         }
     }
     let b = client.send(second, Auth::None).await;
-    assert_eq!(b.status_for("Add"), [201, 201, 406]);
+    assert_eq!(b.status_for("Add"), [201, 201, 213]);
+    let missing: Vec<&Alert> = b
+        .message
+        .body
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Alert(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].code, Some(223));
+    assert_eq!(
+        missing[0].items[0].source.as_ref().unwrap().loc_uri,
+        "chunked.vcf"
+    );
     assert_eq!(b.server_sync().number_of_changes, Some(0));
     assert!(b.message.body.final_flag);
     assert_eq!(names(&contacts(stack, &user).await), sorted(&SAMPLE_NAMES));
@@ -1103,4 +1120,601 @@ async fn malformed_foreign_and_oversized_bodies_are_refused() {
     // Still serving afterwards.
     let raw = std::fs::read(common::data_dir().join("syncevolution-init.wbxml")).unwrap();
     assert_eq!(post(codec::CONTENT_TYPE_WBXML, raw).await, 200);
+}
+
+/// A client message of a session after `slow_sync`: the captured first
+/// message with the given Alert code and anchors.
+fn alert_message(code: u16, last: &str, next: &str) -> Message {
+    let mut m1 = slow_sync_messages("ref-slow-xml", "xml")[0].clone();
+    for c in m1.body.commands.iter_mut() {
+        if let Command::Alert(a) = c {
+            a.code = Some(code);
+            a.items[0].meta.as_mut().unwrap().anchor = Some(Anchor {
+                last: Some(last.to_owned()),
+                next: next.to_owned(),
+            });
+        }
+    }
+    m1
+}
+
+fn sync_message(template: &Message, commands: Vec<Command>, final_flag: bool) -> Message {
+    Message {
+        header: template.header.clone(),
+        body: onebook_syncml::message::SyncBody {
+            commands: vec![Command::Sync(Sync {
+                cmd_id: "1".into(),
+                target: Some(Location::new("addressbook")),
+                source: Some(Location::new("./addressbook")),
+                commands,
+                ..Sync::default()
+            })],
+            final_flag,
+        },
+    }
+}
+
+fn card_command(kind: &str, cmd_id: &str, luid: &str, card: &str) -> Command {
+    let cmd = ItemCommand {
+        cmd_id: cmd_id.into(),
+        meta: Some(Meta {
+            content_type: Some("text/vcard".into()),
+            ..Meta::default()
+        }),
+        items: vec![Item {
+            source: Some(Location::new(luid)),
+            data: Some(ItemData::Bytes(card.as_bytes().to_vec())),
+            ..Item::default()
+        }],
+        ..ItemCommand::default()
+    };
+    match kind {
+        "Add" => Command::Add(cmd),
+        _ => Command::Replace(cmd),
+    }
+}
+
+async fn create_contact(stack: &Stack, user: &TestUser, body: Value) -> Value {
+    let created = user
+        .client
+        .post(format!("{}/api/v1/contacts", stack.edge_https))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    created.json().await.unwrap()
+}
+
+fn sync_items(sync: &Sync) -> Vec<(String, String)> {
+    sync.commands
+        .iter()
+        .map(|c| {
+            let (Command::Add(cmd) | Command::Replace(cmd) | Command::Delete(cmd)) = c else {
+                panic!("{c:?}")
+            };
+            let data = cmd.items[0]
+                .data
+                .as_ref()
+                .and_then(|d| d.as_bytes())
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            (c.name().to_owned(), data)
+        })
+        .collect()
+}
+
+/// 202, 204, 203 and 205 after a slow sync, with the anchors carried from
+/// session to session: each direction only where the type says so.
+#[tokio::test]
+async fn one_way_and_refresh_sync_types() {
+    let stack = Stack::get();
+    let user = TestUser::sign_up(stack, "syncml-modes").await;
+    let mut client = Client::new(stack, &stack.edge_https, &user.email, Encoding::Xml);
+    let (mut client_next, _) =
+        slow_sync(&mut client, "ref-slow-xml", "xml", Auth::Basic(PASSWORD)).await;
+    let mut next_anchor = {
+        let mut n = 0;
+        move || {
+            n += 1;
+            format!("20261127T1{n:05}Z")
+        }
+    };
+    create_contact(
+        stack,
+        &user,
+        serde_json::json!({"formatted_name": "Web Only", "emails": [{"value": "web@only.example"}]}),
+    )
+    .await;
+
+    // 202: the client's changes land, ours stay on the server.
+    client.new_session(&stack.edge_https);
+    let next = next_anchor();
+    let m1 = alert_message(202, &client_next, &next);
+    let a1 = client.send(m1.clone(), Auth::Basic(PASSWORD)).await;
+    assert_eq!(a1.status_for("Alert"), [200]);
+    assert_eq!(a1.server_alert().code, Some(202));
+    let olga = "BEGIN:VCARD\r\nVERSION:3.0\r\nN:Petrova;Olga;;;\r\nFN:Olga Petrova-Ivanova\r\nEND:VCARD\r\n";
+    let dev = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Device Only\r\nTEL:+1 555 0199\r\nEND:VCARD\r\n";
+    let a2 = client
+        .send(
+            sync_message(
+                &m1,
+                vec![
+                    card_command("Replace", "2", "olga-30-minimal.vcf", olga),
+                    card_command("Add", "3", "device-only.vcf", dev),
+                ],
+                true,
+            ),
+            Auth::None,
+        )
+        .await;
+    assert_eq!(a2.status_for("Replace"), [200]);
+    assert_eq!(a2.status_for("Add"), [201]);
+    assert_eq!(a2.server_sync().number_of_changes, Some(0));
+    assert!(a2.server_sync().commands.is_empty());
+    client
+        .send(sync_message(&m1, vec![], true), Auth::None)
+        .await;
+    client_next = next;
+    let all = names(&contacts(stack, &user).await);
+    assert!(all.contains(&"Olga Petrova-Ivanova".to_owned()), "{all:?}");
+    assert!(all.contains(&"Device Only".to_owned()), "{all:?}");
+    assert_eq!(all.len(), 7);
+
+    // 204: what the web did reaches the client; the client may not send.
+    client.new_session(&stack.edge_https);
+    let next = next_anchor();
+    let m1 = alert_message(204, &client_next, &next);
+    let a1 = client.send(m1.clone(), Auth::Basic(PASSWORD)).await;
+    assert_eq!(a1.status_for("Alert"), [200]);
+    assert_eq!(a1.server_alert().code, Some(204));
+    let refused = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Refused\r\nEND:VCARD\r\n";
+    let a2 = client
+        .send(
+            sync_message(
+                &m1,
+                vec![card_command("Add", "2", "refused.vcf", refused)],
+                true,
+            ),
+            Auth::None,
+        )
+        .await;
+    assert_eq!(a2.status_for("Add"), [405]);
+    let items = sync_items(a2.server_sync());
+    assert!(
+        items
+            .iter()
+            .any(|(op, card)| op == "Add" && card.contains("FN:Web Only")),
+        "{items:?}"
+    );
+    client
+        .send(sync_message(&m1, vec![], true), Auth::None)
+        .await;
+    client_next = next;
+    assert!(!names(&contacts(stack, &user).await).contains(&"Refused".to_owned()));
+
+    // 203: the user's contacts become exactly the client's three.
+    create_contact(
+        stack,
+        &user,
+        serde_json::json!({"formatted_name": "Web Later"}),
+    )
+    .await;
+    client.new_session(&stack.edge_https);
+    let next = next_anchor();
+    let m1 = alert_message(203, &client_next, &next);
+    let a1 = client.send(m1.clone(), Auth::Basic(PASSWORD)).await;
+    assert_eq!(a1.status_for("Alert"), [200]);
+    assert_eq!(a1.server_alert().code, Some(203));
+    let anna = "BEGIN:VCARD\r\nVERSION:3.0\r\nN:Müller;Anna;;;\r\nFN:Dr. Anna Maria Müller\r\nEMAIL:anna.mueller@example.com\r\nNOTE:from the refresh\r\nEND:VCARD\r\n";
+    let a2 = client
+        .send(
+            sync_message(
+                &m1,
+                vec![
+                    // Paired by content with the server's Anna.
+                    card_command("Add", "2", "a-new-luid-for-anna.vcf", anna),
+                    card_command("Replace", "3", "olga-30-minimal.vcf", olga),
+                    card_command("Replace", "4", "device-only.vcf", dev),
+                ],
+                true,
+            ),
+            Auth::None,
+        )
+        .await;
+    assert_eq!(a2.status_for("Add"), [201]);
+    assert_eq!(a2.status_for("Replace"), [200, 200]);
+    assert_eq!(a2.server_sync().number_of_changes, Some(0));
+    client
+        .send(sync_message(&m1, vec![], true), Auth::None)
+        .await;
+    client_next = next;
+    let all = contacts(stack, &user).await;
+    assert_eq!(
+        names(&all),
+        sorted(&[
+            "Device Only",
+            "Dr. Anna Maria Müller",
+            "Olga Petrova-Ivanova"
+        ])
+    );
+    let anna_now = all
+        .iter()
+        .find(|c| c["formatted_name"] == "Dr. Anna Maria Müller")
+        .unwrap();
+    assert_eq!(anna_now["note"], "from the refresh", "{anna_now}");
+
+    // 205: the client dropped its data and gets all three as Adds; its
+    // next two-way sync continues from there.
+    client.new_session(&stack.edge_https);
+    let next = next_anchor();
+    let m1 = alert_message(205, &client_next, &next);
+    let a1 = client.send(m1.clone(), Auth::Basic(PASSWORD)).await;
+    assert_eq!(a1.status_for("Alert"), [200]);
+    assert_eq!(a1.server_alert().code, Some(205));
+    let a2 = client
+        .send(sync_message(&m1, vec![], true), Auth::None)
+        .await;
+    let sync = a2.server_sync();
+    assert_eq!(sync.number_of_changes, Some(3));
+    let items = sync_items(sync);
+    assert!(items.iter().all(|(op, _)| op == "Add"), "{items:?}");
+    client
+        .send(sync_message(&m1, vec![], true), Auth::None)
+        .await;
+    client_next = next;
+
+    client.new_session(&stack.edge_https);
+    let m1 = alert_message(200, &client_next, &next_anchor());
+    let a1 = client.send(m1.clone(), Auth::Basic(PASSWORD)).await;
+    assert_eq!(a1.status_for("Alert"), [200]);
+    let a2 = client
+        .send(sync_message(&m1, vec![], true), Auth::None)
+        .await;
+    assert_eq!(a2.server_sync().number_of_changes, Some(0));
+}
+
+/// The same contact edited on the device and on the web between two
+/// syncs: merged field by field, the newer note wins and the older one is
+/// kept, and the merged card goes back to the device.
+#[tokio::test]
+async fn conflicting_edits_are_merged_field_by_field() {
+    let stack = Stack::get();
+    let user = TestUser::sign_up(stack, "syncml-conflict").await;
+    let mut client = Client::new(stack, &stack.edge_https, &user.email, Encoding::Xml);
+    let (client_next, _) =
+        slow_sync(&mut client, "ref-slow-xml", "xml", Auth::Basic(PASSWORD)).await;
+    // The device edits after that sync (anchors have 1 s resolution), the
+    // web after the device.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let rev = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let all = contacts(stack, &user).await;
+    let olga = all
+        .iter()
+        .find(|c| c["formatted_name"] == "Ольга Петрова")
+        .unwrap();
+    let url = format!(
+        "{}/api/v1/contacts/{}",
+        stack.edge_https,
+        olga["id"].as_str().unwrap()
+    );
+    let mut edited = olga.clone();
+    edited["emails"] = serde_json::json!([{"value": "olga@web.example"}]);
+    edited["note"] = serde_json::json!("note from the web");
+    let obj = edited.as_object_mut().unwrap();
+    for k in ["id", "version", "created_at", "updated_at"] {
+        obj.remove(k);
+    }
+    let response = user.client.put(&url).json(&edited).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+
+    // The device's edit (its REV) is older than the web's.
+    client.new_session(&stack.edge_https);
+    let m1 = alert_message(200, &client_next, "20261127T160000Z");
+    let a1 = client.send(m1.clone(), Auth::Basic(PASSWORD)).await;
+    assert_eq!(a1.status_for("Alert"), [200]);
+    let card = format!(
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nN:Петрова;Ольга;;;\r\nFN:Ольга Петрова\r\n\
+                TEL;TYPE=CELL:+7 495 123 45 67\r\nTEL;TYPE=HOME:+7 495 765 43 21\r\n\
+                NOTE:note from the phone\r\nREV:{rev}\r\nEND:VCARD\r\n"
+    );
+    let a2 = client
+        .send(
+            sync_message(
+                &m1,
+                vec![card_command("Replace", "2", "olga-30-minimal.vcf", &card)],
+                true,
+            ),
+            Auth::None,
+        )
+        .await;
+    assert_eq!(a2.status_for("Replace"), [207]);
+    let sync = a2.server_sync();
+    let Command::Replace(back) = &sync.commands[0] else {
+        panic!("{:?}", sync.commands)
+    };
+    assert_eq!(
+        back.items[0].target.as_ref().unwrap().loc_uri,
+        "olga-30-minimal.vcf"
+    );
+    let back = String::from_utf8_lossy(back.items[0].data.as_ref().unwrap().as_bytes().unwrap())
+        .into_owned();
+    assert!(back.contains("olga@web.example"), "{back}");
+    assert!(back.contains("+7 495 765 43 21"), "{back}");
+    assert!(back.contains("X-ONEBOOK-CONFLICT"), "{back}");
+
+    let now: Value = user
+        .client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(now["note"], "note from the web", "{now}");
+    let phones: Vec<&str> = now["phones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["value"].as_str().unwrap())
+        .collect();
+    assert!(phones.contains(&"+7 495 765 43 21"), "{now}");
+    assert!(now["emails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["value"] == "olga@web.example"));
+    assert!(
+        now["custom_fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "X-ONEBOOK-CONFLICT"
+                && f["value"] == "note: note from the phone"),
+        "{now}"
+    );
+}
+
+/// The client messages of SyncEvolution sending a 7.3 KB card in 5 chunks
+/// (captured against a server announcing MaxMsgSize 3000): 213 per chunk,
+/// 201 for the whole card, which arrives with its photo intact.
+#[tokio::test]
+async fn a_large_object_from_the_client_is_reassembled() {
+    let stack = Stack::get();
+    let user = TestUser::sign_up(stack, "syncml-lo").await;
+    let mut client = Client::new(stack, &stack.edge_https, &user.email, Encoding::Xml);
+    let dir = "conversations/fake-large-object-client-to-server-xml";
+    let msgs: Vec<Message> = (1..=8)
+        .map(|n| load(&format!("{dir}/00{n}-req.xml")).1)
+        .collect();
+    let a1 = client.send(msgs[0].clone(), Auth::Basic(PASSWORD)).await;
+    assert_eq!(a1.status_for("Alert"), [200]);
+    let mut adds = Vec::new();
+    for (i, m) in msgs[1..].iter().enumerate() {
+        let a = client.send(m.clone(), Auth::None).await;
+        adds.extend(a.status_for("Add"));
+        assert_eq!(a.message.body.final_flag, i == 6, "message {}", i + 2);
+    }
+    assert_eq!(adds, [213, 213, 213, 213, 201, 201, 201, 201, 201]);
+    let all = contacts(stack, &user).await;
+    assert_eq!(names(&all), sorted(&SAMPLE_NAMES));
+    let anna = all
+        .iter()
+        .find(|c| c["formatted_name"] == "Dr. Anna Maria Müller")
+        .unwrap();
+    assert!(
+        anna["photo"]["data"].as_str().unwrap().len() > 5000,
+        "{anna}"
+    );
+
+    // The same chunks with one byte missing from the last: 424.
+    let user = TestUser::sign_up(stack, "syncml-lo-424").await;
+    let mut client = Client::new(stack, &stack.edge_https, &user.email, Encoding::Xml);
+    client.send(msgs[0].clone(), Auth::Basic(PASSWORD)).await;
+    let mut adds = Vec::new();
+    for (i, m) in msgs[1..6].iter().enumerate() {
+        let mut m = m.clone();
+        if i == 4 {
+            for c in m.body.commands.iter_mut() {
+                if let Command::Sync(s) = c {
+                    let Command::Add(add) = &mut s.commands[0] else {
+                        panic!()
+                    };
+                    let Some(ItemData::Bytes(b)) = add.items[0].data.as_mut() else {
+                        panic!("{:?}", add.items[0].data)
+                    };
+                    b.pop();
+                }
+            }
+        }
+        adds.extend(client.send(m, Auth::None).await.status_for("Add"));
+    }
+    assert_eq!(adds, [213, 213, 213, 213, 424, 201]);
+    assert!(!names(&contacts(stack, &user).await).contains(&"Dr. Anna Maria Müller".to_owned()));
+}
+
+/// A phone with MaxGUIDSize 8 gets short GUIDs, maps them, and later
+/// Replace commands reach it by its LUIDs.
+#[tokio::test]
+async fn short_guids_for_a_small_max_guid_size() {
+    let stack = Stack::get();
+    let user = TestUser::sign_up(stack, "syncml-guid").await;
+    for i in 0..3 {
+        create_contact(
+            stack,
+            &user,
+            serde_json::json!({"formatted_name": format!("Short {i}")}),
+        )
+        .await;
+    }
+    let mut client = Client::new(stack, &stack.edge_https, &user.email, Encoding::Wbxml);
+    let mut m1 = slow_sync_messages("ref-slow-wbxml", "wbxml")[0].clone();
+    for c in m1.body.commands.iter_mut() {
+        if let Command::Put(put) = c {
+            let Some(ItemData::DevInf(devinf)) = put.items[0].data.as_mut() else {
+                panic!("no DevInf in the Put")
+            };
+            for store in devinf.data_stores.iter_mut() {
+                store.max_guid_size = Some(8);
+            }
+        }
+    }
+    client.send(m1.clone(), Auth::Basic(PASSWORD)).await;
+    let empty = Message {
+        body: onebook_syncml::message::SyncBody {
+            commands: vec![Command::Sync(Sync {
+                cmd_id: "1".into(),
+                target: Some(Location::new("addressbook")),
+                source: Some(Location::new("./addressbook")),
+                ..Sync::default()
+            })],
+            final_flag: true,
+        },
+        ..m1.clone()
+    };
+    let a2 = client.send(empty.clone(), Auth::None).await;
+    let guids: Vec<String> = a2
+        .server_sync()
+        .commands
+        .iter()
+        .map(|c| {
+            let Command::Add(add) = c else {
+                panic!("{c:?}")
+            };
+            add.items[0].source.as_ref().unwrap().loc_uri.clone()
+        })
+        .collect();
+    assert_eq!(guids.len(), 3);
+    assert!(
+        guids.iter().all(|g| !g.is_empty() && g.len() <= 8),
+        "{guids:?}"
+    );
+    let map = Message {
+        body: onebook_syncml::message::SyncBody {
+            commands: vec![Command::Map(Map {
+                cmd_id: "1".into(),
+                target: Location::new("addressbook"),
+                source: Location::new("./addressbook"),
+                items: guids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| MapItem {
+                        target: Location::new(g.clone()),
+                        source: Location::new(format!("{}", 100 + i)),
+                    })
+                    .collect(),
+                ..Map::default()
+            })],
+            final_flag: true,
+        },
+        ..m1.clone()
+    };
+    assert_eq!(client.send(map, Auth::None).await.status_for("Map"), [200]);
+    let client_next = match &m1.body.commands[2] {
+        Command::Alert(a) => {
+            a.items[0]
+                .meta
+                .as_ref()
+                .unwrap()
+                .anchor
+                .clone()
+                .unwrap()
+                .next
+        }
+        other => panic!("{other:?}"),
+    };
+
+    // Every contact changes on the web; the phone hears by its LUIDs.
+    let all = contacts(stack, &user).await;
+    for c in &all {
+        let url = format!(
+            "{}/api/v1/contacts/{}",
+            stack.edge_https,
+            c["id"].as_str().unwrap()
+        );
+        let r = user
+            .client
+            .put(&url)
+            .json(&serde_json::json!({"formatted_name": format!("{} edited", c["formatted_name"].as_str().unwrap())}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    client.new_session(&stack.edge_https);
+    let mut m1b = m1.clone();
+    for c in m1b.body.commands.iter_mut() {
+        if let Command::Alert(a) = c {
+            a.code = Some(200);
+            a.items[0].meta.as_mut().unwrap().anchor = Some(Anchor {
+                last: Some(client_next.clone()),
+                next: "20261127T170000Z".into(),
+            });
+        }
+    }
+    let a1 = client.send(m1b.clone(), Auth::Basic(PASSWORD)).await;
+    assert_eq!(a1.status_for("Alert"), [200]);
+    let a2 = client
+        .send(
+            Message {
+                header: m1b.header.clone(),
+                ..empty
+            },
+            Auth::None,
+        )
+        .await;
+    let mut luids: Vec<String> = a2
+        .server_sync()
+        .commands
+        .iter()
+        .map(|c| {
+            let Command::Replace(r) = c else {
+                panic!("{c:?}")
+            };
+            let item = &r.items[0];
+            assert!(item.source.as_ref().unwrap().loc_uri.len() <= 8);
+            item.target.as_ref().unwrap().loc_uri.clone()
+        })
+        .collect();
+    luids.sort();
+    assert_eq!(luids, ["100", "101", "102"]);
+}
+
+/// Expired sessions are deleted as other sessions are saved, so the table
+/// does not grow with abandoned sessions.
+#[tokio::test]
+async fn expired_sessions_are_purged() {
+    let stack = Stack::get();
+    let db = onebook_testkit::pg(&stack.shard_urls[0]).await;
+    let id = format!("expired-{}", uuid::Uuid::new_v4().simple());
+    let long_ago = chrono::DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    db.execute(
+        "INSERT INTO syncml_sessions (id, dev_id, client_session_id, state, created_at, updated_at, expires_at) \
+         VALUES ($1, 'sc-pim-gone', '1', '{}'::jsonb, $2, $2, $2)",
+        &[&id, &long_ago],
+    )
+    .await
+    .unwrap();
+    let exists = "SELECT 1 FROM syncml_sessions WHERE id = $1";
+    assert!(db.query_opt(exists, &[&id]).await.unwrap().is_some());
+    let user = TestUser::sign_up(stack, "syncml-expiry").await;
+    let mut client = Client::new(stack, &stack.edge_https, &user.email, Encoding::Xml);
+    let m1 = slow_sync_messages("ref-slow-xml", "xml")[0].clone();
+    assert_eq!(
+        client
+            .send(m1, Auth::Basic(PASSWORD))
+            .await
+            .header_status()
+            .code,
+        212
+    );
+    assert!(
+        db.query_opt(exists, &[&id]).await.unwrap().is_none(),
+        "the expired session is still there"
+    );
 }

@@ -186,3 +186,382 @@ async fn syncevolution_receives_a_split_server_package() {
     assert_eq!(quiet.source_stat("stat-local-added-total"), "0");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `FN` of every card on the device.
+fn device_names(se: &SyncEvolution) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&se.data)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .filter_map(|bytes| {
+            let card = onebook_domain::vcard::parse_bytes(&bytes)
+                .into_iter()
+                .next()?
+                .ok()?;
+            Some(onebook_domain::vcard::from_vcard(&card, "test").formatted_name)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+async fn web_create(stack: &Stack, user: &TestUser, name: &str) {
+    let response = user
+        .client
+        .post(format!("{}/api/v1/contacts", stack.edge_https))
+        .json(&serde_json::json!({"formatted_name": name}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
+
+fn edit_file(path: &std::path::Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{text}");
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
+/// All six sync types, one after the other on the same device, each
+/// checked on both sides.
+async fn six_sync_types(wbxml: bool) {
+    let stack = Stack::get();
+    let user = TestUser::sign_up(stack, "se-modes").await;
+    let root = std::env::temp_dir().join(format!("onebook-se-{}", uuid::Uuid::new_v4().simple()));
+    let se = SyncEvolution::new(&root);
+    for entry in std::fs::read_dir(common::data_dir().join("vcards")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, se.data.join(path.file_name().unwrap())).unwrap();
+    }
+    let url = format!("{}/sync", stack.edge_https);
+    se.configure(&Settings {
+        url: &url,
+        user: &user.email,
+        password: PASSWORD,
+        ca_file: &stack.ca_file,
+        wbxml,
+        auth: "md5",
+        uri: "contacts",
+        max_msg_size: 150_000,
+    });
+    let check = |o: &syncevolution::Outcome, mode: &str| {
+        assert_eq!(o.exit, 0, "{mode}: {}", o.output);
+        assert_eq!(o.stat("status"), "200", "{mode}: {}", o.output);
+        assert_eq!(o.source_stat("mode"), mode, "{}", o.output);
+    };
+
+    let slow = se.sync("slow");
+    check(&slow, "slow");
+    assert_eq!(slow.source_stat("stat-remote-added-total"), "5");
+    assert_eq!(contact_names(stack, &user).await, device_names(&se));
+
+    // One way from the client: the device's edit goes up, the web's new
+    // contact does not come down.
+    web_create(stack, &user, "Web One").await;
+    edit_file(
+        &se.data.join("olga-30-minimal.vcf"),
+        "FN:Ольга Петрова",
+        "FN:Ольга Петрова-Иванова",
+    );
+    let o = se.sync("one-way-from-client");
+    // SyncEvolution reports the type from its own side.
+    check(&o, "one-way-from-local");
+    assert_eq!(
+        o.source_stat("stat-remote-updated-total"),
+        "1",
+        "{}",
+        o.output
+    );
+    assert_eq!(o.source_stat("stat-local-added-total"), "0", "{}", o.output);
+    let server = contact_names(stack, &user).await;
+    assert!(
+        server.contains(&"Ольга Петрова-Иванова".to_owned()),
+        "{server:?}"
+    );
+    assert!(!device_names(&se).contains(&"Web One".to_owned()));
+
+    // One way from the server: now it comes down; a device edit stays put.
+    edit_file(
+        &se.data.join("jose-garcia-21.vcf"),
+        "NOTE",
+        "X-LOCAL-ONLY:yes\r\nNOTE",
+    );
+    let o = se.sync("one-way-from-server");
+    // SyncEvolution reports the type from its own side.
+    check(&o, "one-way-from-remote");
+    assert_eq!(o.source_stat("stat-local-added-total"), "1", "{}", o.output);
+    assert_eq!(
+        o.source_stat("stat-remote-updated-total"),
+        "0",
+        "{}",
+        o.output
+    );
+    assert!(device_names(&se).contains(&"Web One".to_owned()));
+
+    // Refresh from the client: the server ends up with exactly the device's
+    // cards (Bob deleted on the device goes, Web Two made on the web too).
+    std::fs::remove_file(se.data.join("bob-21-plain.vcf")).unwrap();
+    web_create(stack, &user, "Web Two").await;
+    let o = se.sync("refresh-from-client");
+    // SyncEvolution reports the type from its own side.
+    check(&o, "refresh-from-local");
+    assert_eq!(contact_names(stack, &user).await, device_names(&se));
+    assert!(!contact_names(stack, &user)
+        .await
+        .contains(&"Web Two".to_owned()));
+
+    // Refresh from the server: the device ends up with exactly the
+    // server's cards.
+    web_create(stack, &user, "Web Three").await;
+    std::fs::write(
+        se.data.join("local-only.vcf"),
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Local Only\r\nN:Only;Local;;;\r\nEND:VCARD\r\n",
+    )
+    .unwrap();
+    let o = se.sync("refresh-from-server");
+    // SyncEvolution reports the type from its own side.
+    check(&o, "refresh-from-remote");
+    let server = contact_names(stack, &user).await;
+    assert_eq!(server.len(), 6, "{server:?}");
+    assert_eq!(device_names(&se), server);
+
+    // Two-way afterwards: changes both ways, and both sides agree.
+    web_create(stack, &user, "Web Four").await;
+    std::fs::write(
+        se.data.join("device-four.vcf"),
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Device Four\r\nN:Four;Device;;;\r\nEND:VCARD\r\n",
+    )
+    .unwrap();
+    let o = se.sync("two-way");
+    check(&o, "two-way");
+    assert_eq!(o.source_stat("stat-local-added-total"), "1", "{}", o.output);
+    assert_eq!(
+        o.source_stat("stat-remote-added-total"),
+        "1",
+        "{}",
+        o.output
+    );
+    let server = contact_names(stack, &user).await;
+    assert_eq!(server.len(), 8, "{server:?}");
+    assert_eq!(device_names(&se), server);
+
+    // And a slow sync pairs everything instead of duplicating.
+    let o = se.sync("slow");
+    check(&o, "slow");
+    assert_eq!(contact_names(stack, &user).await, server);
+    assert_eq!(device_names(&se), server);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test]
+async fn syncevolution_six_sync_types_wbxml() {
+    six_sync_types(true).await;
+}
+
+#[tokio::test]
+async fn syncevolution_six_sync_types_xml() {
+    six_sync_types(false).await;
+}
+
+/// The device and the web edit the same contact between two two-way
+/// syncs: a phone added on the device and an email added on the web both
+/// survive, and for the note both changed the newer (the device's) wins
+/// while the web's is kept; both sides converge.
+#[tokio::test]
+async fn syncevolution_conflicting_edits_merge() {
+    let stack = Stack::get();
+    let user = TestUser::sign_up(stack, "se-conflict").await;
+    let root = std::env::temp_dir().join(format!("onebook-se-{}", uuid::Uuid::new_v4().simple()));
+    let se = SyncEvolution::new(&root);
+    let olga_file = se.data.join("olga-30-minimal.vcf");
+    std::fs::copy(
+        common::data_dir().join("vcards/olga-30-minimal.vcf"),
+        &olga_file,
+    )
+    .unwrap();
+    let url = format!("{}/sync", stack.edge_https);
+    se.configure(&Settings {
+        url: &url,
+        user: &user.email,
+        password: PASSWORD,
+        ca_file: &stack.ca_file,
+        wbxml: true,
+        auth: "md5",
+        uri: "contacts",
+        max_msg_size: 150_000,
+    });
+    let slow = se.sync("slow");
+    assert_eq!(slow.exit, 0, "{}", slow.output);
+
+    let page: Value = user
+        .client
+        .get(format!("{}/api/v1/contacts", stack.edge_https))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut olga = page["contacts"][0].clone();
+    let contact_url = format!(
+        "{}/api/v1/contacts/{}",
+        stack.edge_https,
+        olga["id"].as_str().unwrap()
+    );
+    let obj = olga.as_object_mut().unwrap();
+    for k in ["id", "version", "created_at", "updated_at"] {
+        obj.remove(k);
+    }
+    let mut emails = obj["emails"].as_array().cloned().unwrap_or_default();
+    emails.push(serde_json::json!({"value": "olga@web.example"}));
+    obj.insert("emails".into(), emails.into());
+    obj.insert("note".into(), "note from the web".into());
+    let r = user
+        .client
+        .put(&contact_url)
+        .json(&olga)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // The device's edit comes later, so its note is the newer one.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let text = std::fs::read_to_string(&olga_file).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("NOTE") && !l.starts_with("REV"))
+        .map(|l| {
+            if l == "END:VCARD" {
+                "TEL;TYPE=WORK:+7 812 555 00 11\r\nNOTE:note from the phone\r\nEND:VCARD\r\n"
+                    .to_owned()
+            } else {
+                format!("{l}\r\n")
+            }
+        })
+        .collect();
+    std::fs::write(&olga_file, text).unwrap();
+
+    let two_way = se.sync("two-way");
+    assert_eq!(two_way.exit, 0, "{}", two_way.output);
+    assert_eq!(two_way.source_stat("mode"), "two-way");
+    assert_eq!(two_way.source_stat("stat-remote-updated-total"), "1");
+
+    let now: Value = user
+        .client
+        .get(&contact_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let values = |field: &str| -> Vec<String> {
+        now[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["value"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(
+        values("emails").contains(&"olga@web.example".to_owned()),
+        "{now}"
+    );
+    assert!(
+        values("phones").iter().any(|p| p.contains("812 555")),
+        "{now}"
+    );
+    assert_eq!(now["note"], "note from the phone", "{now}");
+    assert!(
+        now["custom_fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["value"] == "note: note from the web"),
+        "{now}"
+    );
+    // The device got the merged card.
+    let device = std::fs::read_to_string(&olga_file).unwrap();
+    assert!(device.contains("olga@web.example"), "{device}");
+    assert!(device.contains("note from the web"), "{device}");
+    // Both sides agree: nothing more to exchange.
+    let quiet = se.sync("two-way");
+    assert_eq!(quiet.exit, 0, "{}", quiet.output);
+    assert_eq!(
+        quiet.source_stat("stat-remote-updated-total"),
+        "0",
+        "{}",
+        quiet.output
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A client taking at most 10 KB per message, with the 7 KB photo card:
+/// the card goes up whole, a second such device gets it back in a
+/// package split over several messages, photo intact, and a two-way sync
+/// afterwards is quiet.
+#[tokio::test]
+async fn syncevolution_photo_card_under_a_10k_message_limit() {
+    let stack = Stack::get();
+    let user = TestUser::sign_up(stack, "se-photo").await;
+    let url = format!("{}/sync", stack.edge_https);
+    let settings = Settings {
+        url: &url,
+        user: &user.email,
+        password: PASSWORD,
+        ca_file: &stack.ca_file,
+        wbxml: true,
+        auth: "md5",
+        uri: "contacts",
+        max_msg_size: 10240,
+    };
+    let root_a = std::env::temp_dir().join(format!("onebook-se-{}", uuid::Uuid::new_v4().simple()));
+    let a = SyncEvolution::new(&root_a);
+    for entry in std::fs::read_dir(common::data_dir().join("vcards")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, a.data.join(path.file_name().unwrap())).unwrap();
+    }
+    a.configure(&settings);
+    let slow = a.sync("slow");
+    assert_eq!(slow.exit, 0, "{}", slow.output);
+    assert_eq!(slow.source_stat("stat-remote-added-total"), "5");
+
+    let root_b = std::env::temp_dir().join(format!("onebook-se-{}", uuid::Uuid::new_v4().simple()));
+    let b = SyncEvolution::new(&root_b);
+    b.configure(&settings);
+    let slow = b.sync("slow");
+    assert_eq!(slow.exit, 0, "{}", slow.output);
+    assert_eq!(
+        slow.source_stat("stat-local-added-total"),
+        "5",
+        "{}",
+        slow.output
+    );
+    let anna = std::fs::read_dir(&b.data)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .find(|c| c.contains("Anna Maria"))
+        .expect("Anna on the second device");
+    let original =
+        std::fs::read_to_string(common::data_dir().join("vcards/anna-mueller-30.vcf")).unwrap();
+    let photo = |card: &str| -> String {
+        // The base64 of the PHOTO, unfolded, whatever the line layout.
+        let unfolded = card.replace("\r\n ", "").replace("\n ", "");
+        let line = unfolded
+            .lines()
+            .find(|l| l.starts_with("PHOTO"))
+            .unwrap_or_default()
+            .to_owned();
+        line.rsplit(':').next().unwrap_or_default().to_owned()
+    };
+    assert!(photo(&original).len() > 5000);
+    assert_eq!(photo(&anna), photo(&original));
+    for se in [&a, &b] {
+        let quiet = se.sync("two-way");
+        assert_eq!(quiet.exit, 0, "{}", quiet.output);
+        assert_eq!(quiet.source_stat("stat-local-added-total"), "0");
+        assert_eq!(quiet.source_stat("stat-remote-added-total"), "0");
+    }
+    let _ = std::fs::remove_dir_all(&root_a);
+    let _ = std::fs::remove_dir_all(&root_b);
+}

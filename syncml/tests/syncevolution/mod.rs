@@ -137,6 +137,8 @@ impl SyncEvolution {
             format!("maxMsgSize={}", s.max_msg_size),
             format!("SSLServerCertificates={}", s.ca_file.display()),
             "preventSlowSync=0".into(),
+            // Refresh from server as a real Alert 205, not wipe + slow sync.
+            "enableRefreshSync=1".into(),
             "printChanges=0".into(),
             "dumpData=0".into(),
             "RetryInterval=0".into(),
