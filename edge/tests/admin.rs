@@ -8,14 +8,12 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_metrics_and_status() {
-    let dir = scratch("admin");
-    let certs = dev_certs(&dir.join("certs"));
     let (w1, w2) = (upstream("web-1").await, upstream("web-2").await);
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += "\n[[route]]\nname = \"web\"\npool = \"webapp\"\n";
-    cfg += &pool("webapp", &[w1, w2]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("admin");
+    setup
+        .route("name = \"web\"\npool = \"webapp\"")
+        .pool("webapp", &[w1, w2]);
+    let edge = setup.start();
     let client = edge.client();
 
     let resp = client
@@ -29,14 +27,7 @@ async fn healthz_metrics_and_status() {
     for _ in 0..4 {
         get_echo(&client, &edge.https_url("/")).await;
     }
-    let text = client
-        .get(edge.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = edge.metrics().await;
     for server in [w1, w2] {
         let series = format!("edge_requests_total{{class=\"2xx\",pool=\"webapp\",route=\"web\",server=\"{server}\"}}");
         assert_eq!(metric_value(&text, &series), 2.0, "{series} in:\n{text}");
@@ -67,14 +58,7 @@ async fn healthz_metrics_and_status() {
         assert_eq!((new, reused), (1.0, 1.0), "{server}:\n{text}");
     }
 
-    let status: serde_json::Value = client
-        .get(edge.admin_url("/status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let status = admin_status(&edge, None).await;
     assert_eq!(status["generation"], 1);
     assert_eq!(status["pools"][0]["name"], "webapp");
     assert_eq!(status["pools"][0]["servers"][0]["healthy"], true);
@@ -90,17 +74,17 @@ async fn healthz_metrics_and_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_applies_good_configs_and_keeps_the_old_one_on_error() {
-    let dir = scratch("reload");
-    let certs = dev_certs(&dir.join("certs"));
     let (old, new) = (upstream("old").await, upstream("new").await);
-    let ports = Ports::new();
-    let base = base_config(&dir, &certs, &ports);
-    let edge = Edge::start(
-        &dir,
-        &certs,
-        ports,
-        &format!("{base}\n[[route]]\npool = \"web\"\n{}", pool("web", &[old])),
-    );
+    let mut setup = Setup::new("reload");
+    let base = setup.config.clone();
+    let with_pool = |route_pool: &str, server| {
+        format!(
+            "{base}\n[[route]]\npool = \"{route_pool}\"\n{}",
+            pool("web", &[server])
+        )
+    };
+    setup.config = with_pool("web", old);
+    let edge = setup.start();
     let client = edge.client();
     assert_eq!(
         server_of(&get_echo(&client, &edge.https_url("/")).await.body),
@@ -108,21 +92,8 @@ async fn reload_applies_good_configs_and_keeps_the_old_one_on_error() {
     );
 
     // A broken file is rejected with its location and changes nothing.
-    std::fs::write(
-        &edge.config,
-        format!(
-            "{base}\n[[route]]\npool = \"missing\"\n{}",
-            pool("web", &[new])
-        ),
-    )
-    .expect("write");
-    let resp = client
-        .post(edge.admin_url("/reload"))
-        .send()
-        .await
-        .expect("reload");
-    assert_eq!(resp.status(), 422);
-    let body: serde_json::Value = resp.json().await.expect("json");
+    let (code, body) = edge.reload_with(&with_pool("missing", new)).await;
+    assert_eq!(code, 422);
     assert!(
         body["error"]
             .as_str()
@@ -136,18 +107,8 @@ async fn reload_applies_good_configs_and_keeps_the_old_one_on_error() {
     );
 
     // A valid one is swapped in.
-    std::fs::write(
-        &edge.config,
-        format!("{base}\n[[route]]\npool = \"web\"\n{}", pool("web", &[new])),
-    )
-    .expect("write");
-    let resp = client
-        .post(edge.admin_url("/reload"))
-        .send()
-        .await
-        .expect("reload");
-    assert_eq!(resp.status(), 200);
-    let body: serde_json::Value = resp.json().await.expect("json");
+    let (code, body) = edge.reload_with(&with_pool("web", new)).await;
+    assert_eq!(code, 200);
     assert_eq!(body["generation"], 2);
     assert_eq!(
         server_of(&get_echo(&client, &edge.https_url("/")).await.body),
@@ -155,11 +116,7 @@ async fn reload_applies_good_configs_and_keeps_the_old_one_on_error() {
     );
 
     // SIGHUP does the same.
-    std::fs::write(
-        &edge.config,
-        format!("{base}\n[[route]]\npool = \"web\"\n{}", pool("web", &[old])),
-    )
-    .expect("write");
+    std::fs::write(&edge.config, with_pool("web", old)).expect("write");
     edge.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -173,14 +130,7 @@ async fn reload_applies_good_configs_and_keeps_the_old_one_on_error() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let text = client
-        .get(edge.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = edge.metrics().await;
     assert_eq!(metric_value(&text, "edge_config_generation"), 3.0, "{text}");
     assert_eq!(
         metric_value(&text, "edge_config_reloads_total{result=\"error\"}"),
@@ -191,13 +141,10 @@ async fn reload_applies_good_configs_and_keeps_the_old_one_on_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_promptly() {
-    let dir = scratch("term");
-    let certs = dev_certs(&dir.join("certs"));
     let w = upstream("web").await;
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += &format!("\n[[route]]\npool = \"web\"\n{}", pool("web", &[w]));
-    let mut edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("term");
+    setup.route("pool = \"web\"").pool("web", &[w]);
+    let mut edge = setup.start();
     get_echo(&edge.client(), &edge.https_url("/")).await;
     edge.signal("TERM");
     let started = Instant::now();
@@ -222,14 +169,13 @@ async fn sigterm_stops_promptly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
-    let dir = scratch("drain");
-    let certs = dev_certs(&dir.join("certs"));
     let w = upstream("web").await;
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports)
+    let mut setup = Setup::new("drain");
+    setup.config = setup
+        .config
         .replace("grace_period = \"0s\"", "grace_period = \"10s\"");
-    cfg += &format!("\n[[route]]\npool = \"web\"\n{}", pool("web", &[w]));
-    let mut edge = Edge::start(&dir, &certs, ports, &cfg);
+    setup.route("pool = \"web\"").pool("web", &[w]);
+    let mut edge = setup.start();
     let client = edge.client();
     let url = edge.https_url("/slow");
     let slow = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) });
@@ -262,13 +208,10 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigquit_hands_the_sockets_to_an_upgraded_edge() {
-    let dir = scratch("upgrade");
-    let certs = dev_certs(&dir.join("certs"));
     let w = upstream("web").await;
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += &format!("\n[[route]]\npool = \"web\"\n{}", pool("web", &[w]));
-    let mut old = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("upgrade");
+    setup.route("pool = \"web\"").pool("web", &[w]);
+    let mut old = setup.start();
     let client = old.client();
     get_echo(&client, &old.https_url("/")).await;
 

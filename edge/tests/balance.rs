@@ -12,17 +12,14 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_takes_traffic_only_while_every_primary_is_down() {
-    let dir = scratch("backup");
-    let certs = dev_certs(&dir.join("certs"));
     let primary = Ctl::start("primary").await;
     let backup = upstream("backup").await;
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += &format!(
-        "\n[[route]]\npool = \"web\"\n\n[pool.web]\nservers = [{{ address = \"{}\" }}, {{ address = \"{backup}\", backup = true }}]\nconnect_timeout = \"500ms\"\nmax_fails = 1\nfail_timeout = \"1s\"\n",
+    let mut setup = Setup::new("backup");
+    setup.route("pool = \"web\"").raw(&format!(
+        "\n[pool.web]\nservers = [{{ address = \"{}\" }}, {{ address = \"{backup}\", backup = true }}]\nconnect_timeout = \"500ms\"\nmax_fails = 1\nfail_timeout = \"1s\"\n",
         primary.addr
-    );
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    ));
+    let edge = setup.start();
     let client = edge.client();
     for _ in 0..6 {
         let echo = get_echo(&client, &edge.http_url("/")).await;
@@ -48,15 +45,12 @@ async fn backup_takes_traffic_only_while_every_primary_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_conn_sends_new_requests_to_the_idle_server() {
-    let dir = scratch("leastconn");
-    let certs = dev_certs(&dir.join("certs"));
     let (a, b) = (Ctl::start("a").await, Ctl::start("b").await);
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += "\n[[route]]\npool = \"web\"\n";
-    cfg += &pool("web", &[a.addr, b.addr]);
-    cfg += "algorithm = \"least_conn\"\n";
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("leastconn");
+    setup.route("pool = \"web\"");
+    setup.pool("web", &[a.addr, b.addr]);
+    setup.raw("algorithm = \"least_conn\"");
+    let edge = setup.start();
     let client = edge.client();
 
     // Idle pool: ties rotate, so both servers get requests.
@@ -88,15 +82,12 @@ async fn least_conn_sends_new_requests_to_the_idle_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_requests_survive_a_killed_upstream() {
-    let dir = scratch("retry");
-    let certs = dev_certs(&dir.join("certs"));
     let (a, b) = (Ctl::start("a").await, Ctl::start("b").await);
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += "\n[[route]]\npool = \"web\"\n";
-    cfg += &pool("web", &[a.addr, b.addr]);
-    cfg += "max_fails = 1\nfail_timeout = \"30s\"\n";
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("retry");
+    setup.route("pool = \"web\"");
+    setup.pool("web", &[a.addr, b.addr]);
+    setup.raw("max_fails = 1\nfail_timeout = \"30s\"");
+    let edge = setup.start();
     let client = edge.client();
 
     let failures = Arc::new(AtomicUsize::new(0));
@@ -137,15 +128,14 @@ async fn idempotent_requests_survive_a_killed_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_stops_new_requests_while_in_flight_ones_complete() {
-    let dir = scratch("drain");
-    let certs = dev_certs(&dir.join("certs"));
     let (a, b) = (Ctl::start("a").await, Ctl::start("b").await);
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg = cfg.replace("[admin]\n", "[admin]\ntoken = \"s3cret\"\n");
-    cfg += "\n[[route]]\npool = \"web\"\n";
-    cfg += &pool("web", &[a.addr, b.addr]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("drain");
+    setup.config = setup
+        .config
+        .replace("[admin]\n", "[admin]\ntoken = \"s3cret\"\n");
+    setup.route("pool = \"web\"");
+    setup.pool("web", &[a.addr, b.addr]);
+    let edge = setup.start();
     let client = edge.client();
     let token = Some("s3cret");
 

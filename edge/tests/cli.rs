@@ -119,12 +119,11 @@ fn write_config(dir: &std::path::Path, body: &str) -> String {
 
 #[test]
 fn check_accepts_a_valid_config() {
-    let dir = scratch("check-ok");
-    let certs = dev_certs(&dir.join("certs"));
-    let mut cfg = base_config(&dir, &certs, &Ports::new());
-    cfg += "\n[[route]]\npool = \"web\"\n";
-    cfg += &pool("web", &["127.0.0.1:8101".parse().expect("addr")]);
-    let path = write_config(&dir, &cfg);
+    let mut setup = Setup::new("check-ok");
+    setup
+        .route("pool = \"web\"")
+        .pool("web", &["127.0.0.1:8101".parse().expect("addr")]);
+    let path = write_config(&setup.dir, &setup.config);
     let out = run_edge(&["check", &path]);
     assert!(
         out.status.success(),
@@ -169,17 +168,16 @@ fn check_rejects_a_bad_config_naming_file_key_and_line() {
 
 #[test]
 fn check_rejects_a_corrupt_certificate_naming_the_file() {
-    let dir = scratch("check-cert");
-    let certs = dev_certs(&dir.join("certs"));
+    let mut setup = Setup::new("check-cert");
     std::fs::write(
-        certs.join("localhost.pem"),
+        setup.certs.join("localhost.pem"),
         "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
     )
     .expect("corrupt");
-    let mut cfg = base_config(&dir, &certs, &Ports::new());
-    cfg += "\n[[route]]\npool = \"web\"\n";
-    cfg += &pool("web", &["127.0.0.1:8101".parse().expect("addr")]);
-    let path = write_config(&dir, &cfg);
+    setup
+        .route("pool = \"web\"")
+        .pool("web", &["127.0.0.1:8101".parse().expect("addr")]);
+    let path = write_config(&setup.dir, &setup.config);
     let out = run_edge(&["check", &path]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

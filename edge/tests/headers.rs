@@ -7,27 +7,21 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_add_and_remove_request_and_response_headers() {
-    let dir = scratch("route-headers");
-    let certs = dev_certs(&dir.join("certs"));
     let (api, web) = (upstream("api").await, upstream("web").await);
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += r#"
-[[route]]
-name = "api"
+    let mut setup = Setup::new("route-headers");
+    setup
+        .route(
+            r#"name = "api"
 path_prefix = "/api"
 pool = "api"
 request_headers.add = { "X-Env" = "test", "X-Forwarded-Proto" = "https", "Host" = "api.internal" }
 request_headers.remove = ["X-Debug", "Cookie"]
-response_headers = { add = { "Cache-Control" = "no-store", "X-Frame-Options" = "DENY" }, remove = ["X-Powered-By", "X-Upstream"] }
-
-[[route]]
-name = "web"
-pool = "web"
-"#;
-    cfg += &pool("api", &[api]);
-    cfg += &pool("web", &[web]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+response_headers = { add = { "Cache-Control" = "no-store", "X-Frame-Options" = "DENY" }, remove = ["X-Powered-By", "X-Upstream"] }"#,
+        )
+        .route("name = \"web\"\npool = \"web\"")
+        .pool("api", &[api])
+        .pool("web", &[web]);
+    let edge = setup.start();
     let client = edge.client();
 
     // Plain HTTP listener: the route's X-Forwarded-Proto overrides the edge's `http`.

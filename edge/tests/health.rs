@@ -5,52 +5,34 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
 
-async fn status(client: &reqwest::Client, edge: &Edge) -> Value {
-    client
-        .get(edge.admin_url("/status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json")
+/// `/status` `healthy` of server `index` of the first pool (servers in config order).
+async fn healthy(edge: &Edge, index: usize) -> bool {
+    admin_status(edge, None).await["pools"][0]["servers"][index]["healthy"] == true
 }
 
-async fn wait_health(client: &reqwest::Client, edge: &Edge, server: usize, want: bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = status(client, edge).await;
-        if s["pools"][0]["servers"][server]["healthy"] == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server {server} never became healthy={want}: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_health(edge: &Edge, server: usize, want: bool) {
+    wait_for(&format!("server {server} healthy={want}"), || async {
+        healthy(edge, server).await == want
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_health_check_takes_servers_out_and_back() {
-    let dir = scratch("health");
-    let certs = dev_certs(&dir.join("certs"));
     let (a, a_ok) = upstream_with_health("a").await;
     let (b, b_ok) = upstream_with_health("b").await;
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += "\n[[route]]\npool = \"web\"\n";
-    cfg += &pool("web", &[a, b]);
-    cfg += "health_check = { kind = \"http\", path = \"/healthz\", interval = \"200ms\", timeout = \"500ms\" }\n";
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("health");
+    setup.route("pool = \"web\"").pool("web", &[a, b]).raw(
+        "health_check = { kind = \"http\", path = \"/healthz\", interval = \"200ms\", timeout = \"500ms\" }",
+    );
+    let edge = setup.start();
     let client = edge.client();
     // `/status` lists servers in config order.
     let a_index = 0;
 
     a_ok.store(false, std::sync::atomic::Ordering::Relaxed);
-    wait_health(&client, &edge, a_index, false).await;
+    wait_health(&edge, a_index, false).await;
     for _ in 0..6 {
         assert_eq!(
             server_of(&get_echo(&client, &edge.https_url("/")).await.body),
@@ -60,7 +42,7 @@ async fn http_health_check_takes_servers_out_and_back() {
 
     // With every server failing its check the edge answers 503 without trying any.
     b_ok.store(false, std::sync::atomic::Ordering::Relaxed);
-    wait_health(&client, &edge, 1 - a_index, false).await;
+    wait_health(&edge, 1 - a_index, false).await;
     let resp = client
         .get(edge.https_url("/"))
         .send()
@@ -70,8 +52,8 @@ async fn http_health_check_takes_servers_out_and_back() {
     b_ok.store(true, std::sync::atomic::Ordering::Relaxed);
 
     a_ok.store(true, std::sync::atomic::Ordering::Relaxed);
-    wait_health(&client, &edge, a_index, true).await;
-    wait_health(&client, &edge, 1 - a_index, true).await;
+    wait_health(&edge, a_index, true).await;
+    wait_health(&edge, 1 - a_index, true).await;
     let mut seen = std::collections::HashSet::new();
     for _ in 0..6 {
         seen.insert(server_of(&get_echo(&client, &edge.https_url("/")).await.body).to_owned());
@@ -81,99 +63,60 @@ async fn http_health_check_takes_servers_out_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_health_check_state_survives_a_reload() {
-    let dir = scratch("health-tcp");
-    let certs = dev_certs(&dir.join("certs"));
     let live = upstream("live").await;
     let dead: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += "\n[[route]]\npool = \"web\"\n";
-    cfg += &pool("web", &[live, dead]);
-    cfg += "health_check = { interval = \"200ms\" }\n";
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("health-tcp");
+    setup
+        .route("pool = \"web\"")
+        .pool("web", &[live, dead])
+        .raw("health_check = { interval = \"200ms\" }");
+    let edge = setup.start();
     let client = edge.client();
     // `/status` lists servers in config order.
     let dead_index = 1;
-    wait_health(&client, &edge, dead_index, false).await;
+    wait_health(&edge, dead_index, false).await;
 
     // Same pool and check: the dead server stays out right after the swap.
-    std::fs::write(
-        &edge.config,
-        cfg.replace("\"web\"", "\"web\"\nname = \"renamed\""),
-    )
-    .expect("write");
-    let resp = client
-        .post(edge.admin_url("/reload"))
-        .send()
-        .await
-        .expect("reload");
-    assert_eq!(
-        resp.status(),
-        200,
-        "{}",
-        resp.text().await.unwrap_or_default()
-    );
-    let s = status(&client, &edge).await;
+    let (code, body) = edge
+        .reload_with(
+            &setup
+                .config
+                .replace("\"web\"", "\"web\"\nname = \"renamed\""),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let s = admin_status(&edge, None).await;
     assert_eq!(s["generation"], 2);
     assert_eq!(
         s["pools"][0]["servers"][dead_index]["healthy"], false,
         "{s}"
     );
-    let metrics = client
-        .get(edge.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let before = metric_value(
-        &metrics,
-        &format!("edge_upstream_errors_total{{kind=\"connect\",pool=\"web\",server=\"{dead}\"}}"),
-    );
+    let series =
+        format!("edge_upstream_errors_total{{kind=\"connect\",pool=\"web\",server=\"{dead}\"}}");
+    let before = metric_value(&edge.metrics().await, &series);
     for _ in 0..6 {
         assert_eq!(
             server_of(&get_echo(&client, &edge.https_url("/")).await.body),
             "live"
         );
     }
-    let metrics = client
-        .get(edge.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let after = metric_value(
-        &metrics,
-        &format!("edge_upstream_errors_total{{kind=\"connect\",pool=\"web\",server=\"{dead}\"}}"),
-    );
+    let after = metric_value(&edge.metrics().await, &series);
     assert_eq!(before, after, "no request tried the unhealthy server");
-}
-
-/// `/status` `healthy` of server `index` of the first pool.
-async fn healthy(client: &reqwest::Client, edge: &Edge, index: usize) -> bool {
-    status(client, edge).await["pools"][0]["servers"][index]["healthy"] == true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_check_method_expected_status_rise_and_fall() {
-    let dir = scratch("health-rise-fall");
-    let certs = dev_certs(&dir.join("certs"));
     // 204 and 300-302 are "up"; a plain 200 is not, to prove the list is what counts.
     let a = Probed::start("a", 204).await;
     let b = Probed::start("b", 204).await;
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += "\n[[route]]\npool = \"web\"\n";
-    cfg += &pool("web", &[a.addr, b.addr]);
-    cfg += "max_fails = 0\n";
-    cfg += "health_check = { kind = \"http\", method = \"HEAD\", path = \"/hc\", expect_status = [204, \"300-302\"], interval = \"100ms\", timeout = \"500ms\", rise = 3, fall = 2 }\n";
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("health-rise-fall");
+    setup.route("pool = \"web\"").pool("web", &[a.addr, b.addr]).raw(
+        "max_fails = 0\nhealth_check = { kind = \"http\", method = \"HEAD\", path = \"/hc\", expect_status = [204, \"300-302\"], interval = \"100ms\", timeout = \"500ms\", rise = 3, fall = 2 }",
+    );
+    let edge = setup.start();
     let client = edge.client();
     wait_for("first probes", || async { a.count() >= 2 }).await;
-    assert!(healthy(&client, &edge, 0).await);
+    assert!(healthy(&edge, 0).await);
     assert!(a.methods().iter().all(|m| m == "HEAD"), "{:?}", a.methods());
 
     // A single failed probe (fall = 2) does not take the server out: exactly one 200,
@@ -184,7 +127,7 @@ async fn http_check_method_expected_status_rise_and_fall() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while a.count() < from + 5 {
         assert!(
-            healthy(&client, &edge, 0).await,
+            healthy(&edge, 0).await,
             "one failure must not reach fall = 2"
         );
         assert!(Instant::now() < deadline, "probes stopped");
@@ -195,10 +138,7 @@ async fn http_check_method_expected_status_rise_and_fall() {
     // Failing for good: down after (at least) `fall` consecutive failures.
     let from = a.count();
     a.set(200);
-    wait_for("server down", || async {
-        !healthy(&client, &edge, 0).await
-    })
-    .await;
+    wait_for("server down", || async { !healthy(&edge, 0).await }).await;
     let failures = a.answered_since(from, 200);
     assert!(
         failures >= 2,
@@ -212,7 +152,7 @@ async fn http_check_method_expected_status_rise_and_fall() {
     // Back after (at least) `rise` consecutive successes.
     let from = a.count();
     a.set(204);
-    wait_for("server up", || async { healthy(&client, &edge, 0).await }).await;
+    wait_for("server up", || async { healthy(&edge, 0).await }).await;
     let successes = a.answered_since(from, 204);
     assert!(
         successes >= 3,

@@ -12,17 +12,15 @@ fn series(text: &str, name: &str, labels: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_health_in_flight_connections_and_tls_gauges_move() {
-    let dir = scratch("gauges");
-    let certs = dev_certs(&dir.join("certs"));
     let probed = Probed::start("probed", 200).await;
     let ctl = Ctl::start("ctl").await;
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += "\n[[route]]\npath_prefix = \"/hold\"\npool = \"held\"\n\n[[route]]\npool = \"web\"\n";
-    cfg += &pool("web", &[probed.addr]);
-    cfg += "health_check = { kind = \"http\", path = \"/hc\", interval = \"100ms\" }\n";
-    cfg += &pool("held", &[ctl.addr]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("gauges");
+    setup.route("path_prefix = \"/hold\"\npool = \"held\"");
+    setup.route("pool = \"web\"");
+    setup.pool("web", &[probed.addr]);
+    setup.raw("health_check = { kind = \"http\", path = \"/hc\", interval = \"100ms\" }");
+    setup.pool("held", &[ctl.addr]);
+    let edge = setup.start();
     let client = edge.client();
     let web = format!("pool=\"web\",server=\"{}\"", probed.addr);
     let held = format!("pool=\"held\",server=\"{}\"", ctl.addr);
@@ -115,7 +113,7 @@ async fn upstream_health_in_flight_connections_and_tls_gauges_move() {
     assert_eq!(hs(&text, "http/1.1"), h1_before + 1.0, "{text}");
 
     // A client that does not trust the certificate, and plain HTTP sent to the TLS port.
-    let other_ca = dev_certs(&dir.join("other-ca"));
+    let other_ca = dev_certs(&setup.dir.join("other-ca"));
     let untrusting = client_trusting(&other_ca.join("ca.pem"));
     assert!(untrusting.get(edge.https_url("/")).send().await.is_err());
     let plain = reqwest::Client::new();

@@ -55,19 +55,18 @@ async fn raw_status(port: u16, request: &[u8]) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_over_the_limit_get_413() {
-    let dir = scratch("bodylimit");
-    let certs = dev_certs(&dir.join("certs"));
     let reader = body_reader().await;
-    let ports = Ports::new();
-    let http = ports.http;
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg = cfg.replace(
+    let mut setup = Setup::new("bodylimit");
+    let http = setup.ports.http;
+    setup.config = setup.config.replace(
         &format!("address = \"127.0.0.1:{http}\"\n"),
         &format!("address = \"127.0.0.1:{http}\"\nmax_body_size = \"1k\"\n"),
     );
-    cfg += "\n[[route]]\npool = \"web\"\n\n[[route]]\npath_prefix = \"/upload\"\npool = \"web\"\nmax_body_size = \"1m\"\n";
-    cfg += &pool("web", &[reader]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    setup
+        .route("pool = \"web\"")
+        .route("path_prefix = \"/upload\"\npool = \"web\"\nmax_body_size = \"1m\"")
+        .pool("web", &[reader]);
+    let edge = setup.start();
     let client = edge.client();
 
     let post = |path: &str, n: usize| client.post(edge.http_url(path)).body(vec![b'x'; n]).send();
@@ -106,15 +105,16 @@ async fn request_bodies_over_the_limit_get_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hsts_on_https_responses_only() {
-    let dir = scratch("hsts");
-    let certs = dev_certs(&dir.join("certs"));
     let web = upstream("web").await;
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg = cfg.replace("h2 = true\n", "h2 = true\nhsts = \"max-age=600\"\n");
-    cfg += "\n[[route]]\nhost = \"localhost\"\npath_prefix = \"/app\"\npool = \"web\"\n\n[[route]]\nhost = \"127.0.0.1\"\npath_prefix = \"/strict\"\npool = \"web\"\nhsts = \"max-age=31536000; includeSubDomains\"\n\n[[route]]\nhost = \"127.0.0.1\"\npool = \"web\"\n";
-    cfg += &pool("web", &[web]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("hsts");
+    setup.config = setup
+        .config
+        .replace("h2 = true\n", "h2 = true\nhsts = \"max-age=600\"\n");
+    setup.route("host = \"localhost\"\npath_prefix = \"/app\"\npool = \"web\"");
+    setup.route("host = \"127.0.0.1\"\npath_prefix = \"/strict\"\npool = \"web\"\nhsts = \"max-age=31536000; includeSubDomains\"");
+    setup.route("host = \"127.0.0.1\"\npool = \"web\"");
+    setup.pool("web", &[web]);
+    let edge = setup.start();
     let client = edge.client();
     let hsts = |r: &reqwest::Response| {
         r.headers()
@@ -150,18 +150,17 @@ async fn hsts_on_https_responses_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_has_one_json_line_per_request() {
-    let dir = scratch("accesslog");
-    let certs = dev_certs(&dir.join("certs"));
     let web = upstream("web").await;
-    let ports = Ports::new();
-    let log = dir.join("access.log");
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += &format!(
-        "\n[access_log]\npath = \"{}\"\nformat = \"json\"\n\n[[route]]\nname = \"webapp\"\npool = \"web\"\n",
-        log.display()
-    );
-    cfg += &pool("web", &[web]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("accesslog");
+    let log = setup.dir.join("access.log");
+    setup
+        .raw(&format!(
+            "\n[access_log]\npath = \"{}\"\nformat = \"json\"",
+            log.display()
+        ))
+        .route("name = \"webapp\"\npool = \"web\"")
+        .pool("web", &[web]);
+    let edge = setup.start();
     let client = edge.client();
     for i in 0..3 {
         let r = client
@@ -203,22 +202,17 @@ async fn access_log_has_one_json_line_per_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_or_huge_headers_get_408_and_431_and_connections_are_capped() {
-    let dir = scratch("headers");
-    let certs = dev_certs(&dir.join("certs"));
     let web = upstream("web").await;
-    let ports = Ports::new();
-    let http = ports.http;
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg = cfg.replace(
+    let mut setup = Setup::new("headers");
+    let http = setup.ports.http;
+    setup.config = setup.config.replace(
         &format!("address = \"127.0.0.1:{http}\"\n"),
         &format!(
             "address = \"127.0.0.1:{http}\"\nheader_timeout = \"500ms\"\nmax_header_size = \"4k\"\nmax_connections = 3\n"
         ),
     );
-    cfg += "\n[[route]]\npool = \"web\"\n";
-    cfg += &pool("web", &[web]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
-    let client = edge.client();
+    setup.route("pool = \"web\"").pool("web", &[web]);
+    let edge = setup.start();
 
     // Slowloris: a header trickling in, one line at a time, never finished.
     let started = Instant::now();
@@ -301,14 +295,7 @@ async fn slow_or_huge_headers_get_408_and_431_and_connections_are_capped() {
         "slots freed"
     );
 
-    let metrics = client
-        .get(edge.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = edge.metrics().await;
     for reason in ["header_timeout", "header_too_large", "max_connections"] {
         let series =
             format!("edge_downstream_rejected_total{{listener=\"http\",reason=\"{reason}\"}}");
@@ -321,15 +308,12 @@ async fn slow_or_huge_headers_get_408_and_431_and_connections_are_capped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_over_its_pool_budget_gets_504() {
-    let dir = scratch("reqtimeout");
-    let certs = dev_certs(&dir.join("certs"));
     let stuck = Ctl::start("stuck").await;
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += "\n[[route]]\npool = \"web\"\n";
-    cfg += &pool("web", &[stuck.addr]);
-    cfg += "request_timeout = \"400ms\"\n";
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("reqtimeout");
+    setup.route("pool = \"web\"");
+    setup.pool("web", &[stuck.addr]);
+    setup.raw("request_timeout = \"400ms\"");
+    let edge = setup.start();
     let client = edge.client();
     let ok = client.get(edge.http_url("/")).send().await.expect("get");
     assert_eq!(ok.status(), 200);

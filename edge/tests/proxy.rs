@@ -9,17 +9,15 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_round_robin_over_h2_with_forwarded_headers() {
-    let dir = scratch("rr");
-    let certs = dev_certs(&dir.join("certs"));
     let (w1, w2) = (upstream("web-1").await, upstream("web-2").await);
     let (s1, s2) = (upstream("sync-1").await, upstream("sync-2").await);
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg +=
-        "\n[[route]]\npath_prefix = \"/sync\"\npool = \"sync\"\n\n[[route]]\npool = \"webapp\"\n";
-    cfg += &pool("webapp", &[w1, w2]);
-    cfg += &pool("sync", &[s1, s2]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("rr");
+    setup
+        .route("path_prefix = \"/sync\"\npool = \"sync\"")
+        .route("pool = \"webapp\"")
+        .pool("webapp", &[w1, w2])
+        .pool("sync", &[s1, s2]);
+    let edge = setup.start();
     let client = edge.client();
 
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -57,14 +55,11 @@ async fn https_round_robin_over_h2_with_forwarded_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_request_id_and_forwarded_for_are_kept() {
-    let dir = scratch("reqid");
-    let certs = dev_certs(&dir.join("certs"));
     let w1 = upstream("web-1").await;
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += "\n[[route]]\npool = \"webapp\"\n";
-    cfg += &pool("webapp", &[w1]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("reqid");
+    setup.route("pool = \"webapp\"");
+    setup.pool("webapp", &[w1]);
+    let edge = setup.start();
     let req = edge
         .client()
         .get(edge.http_url("/x"))
@@ -82,17 +77,15 @@ async fn client_request_id_and_forwarded_for_are_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_prefix_routes_to_the_sync_pool() {
-    let dir = scratch("sync");
-    let certs = dev_certs(&dir.join("certs"));
     let w1 = upstream("web-1").await;
     let (s1, s2) = (upstream("sync-1").await, upstream("sync-2").await);
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg +=
-        "\n[[route]]\npool = \"webapp\"\n\n[[route]]\npath_prefix = \"/sync\"\npool = \"sync\"\n";
-    cfg += &pool("webapp", &[w1]);
-    cfg += &pool("sync", &[s1, s2]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("sync");
+    setup
+        .route("pool = \"webapp\"")
+        .route("path_prefix = \"/sync\"\npool = \"sync\"")
+        .pool("webapp", &[w1])
+        .pool("sync", &[s1, s2]);
+    let edge = setup.start();
     let client = edge.client();
 
     let mut servers = Vec::new();
@@ -115,29 +108,19 @@ async fn sync_prefix_routes_to_the_sync_pool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_server_is_skipped_by_connect_retry() {
-    let dir = scratch("failover");
-    let certs = dev_certs(&dir.join("certs"));
     let live = upstream("live").await;
     let dead: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += "\n[[route]]\npool = \"webapp\"\n";
-    cfg += &pool("webapp", &[dead, live]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("failover");
+    setup.route("pool = \"webapp\"");
+    setup.pool("webapp", &[dead, live]);
+    let edge = setup.start();
     let client = edge.client();
     for _ in 0..6 {
         // POST too: a failed connect sent nothing, so even non-idempotent requests move on.
         let echo = send_echo(client.post(edge.https_url("/save")).body("x")).await;
         assert_eq!(server_of(&echo.body), "live");
     }
-    let metrics = client
-        .get(edge.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = edge.metrics().await;
     let series =
         format!("edge_upstream_errors_total{{kind=\"connect\",pool=\"webapp\",server=\"{dead}\"}}");
     let count = metric_value(&metrics, &series);
@@ -146,14 +129,11 @@ async fn dead_server_is_skipped_by_connect_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_servers_down_is_a_502() {
-    let dir = scratch("alldown");
-    let certs = dev_certs(&dir.join("certs"));
     let dead: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += "\n[[route]]\npool = \"webapp\"\n";
-    cfg += &pool("webapp", &[dead]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("alldown");
+    setup.route("pool = \"webapp\"");
+    setup.pool("webapp", &[dead]);
+    let edge = setup.start();
     let resp = edge
         .client()
         .get(edge.https_url("/"))
@@ -165,16 +145,13 @@ async fn all_servers_down_is_a_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_routes_redirects_and_unrouted() {
-    let dir = scratch("hosts");
-    let certs = dev_certs(&dir.join("certs"));
     let (app, sync) = (upstream("app").await, upstream("sync").await);
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += "\n[[route]]\nhost = \"sync.onebook.test\"\npool = \"sync\"\n";
-    cfg += "\n[[route]]\nhost = \"*.onebook.test\"\npool = \"app\"\nredirect_https = true\n";
-    cfg += &pool("app", &[app]);
-    cfg += &pool("sync", &[sync]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("hosts");
+    setup.route("host = \"sync.onebook.test\"\npool = \"sync\"");
+    setup.route("host = \"*.onebook.test\"\npool = \"app\"\nredirect_https = true");
+    setup.pool("app", &[app]);
+    setup.pool("sync", &[sync]);
+    let edge = setup.start();
     let https: std::net::SocketAddr = format!("127.0.0.1:{}", edge.https).parse().expect("addr");
     let http: std::net::SocketAddr = format!("127.0.0.1:{}", edge.http).parse().expect("addr");
     install_crypto_provider();
@@ -234,15 +211,12 @@ async fn host_routes_redirects_and_unrouted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ketama_keeps_a_session_cookie_on_one_server() {
-    let dir = scratch("ketama");
-    let certs = dev_certs(&dir.join("certs"));
     let (s1, s2) = (upstream("sync-1").await, upstream("sync-2").await);
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += "\n[[route]]\npool = \"sync\"\n";
-    cfg += &pool("sync", &[s1, s2]);
-    cfg += "algorithm = \"ketama\"\nhash_key = \"cookie:JSESSIONID\"\n";
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("ketama");
+    setup.route("pool = \"sync\"");
+    setup.pool("sync", &[s1, s2]);
+    setup.raw("algorithm = \"ketama\"\nhash_key = \"cookie:JSESSIONID\"");
+    let edge = setup.start();
     let client = edge.client();
 
     let mut seen = std::collections::HashSet::new();
@@ -266,14 +240,13 @@ async fn ketama_keeps_a_session_cookie_on_one_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_on_a_plain_listener_when_enabled() {
-    let dir = scratch("h2c");
-    let certs = dev_certs(&dir.join("certs"));
     let w = upstream("web").await;
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg = cfg.replace("name = \"http\"\n", "name = \"http\"\nh2 = true\n");
-    cfg += &format!("\n[[route]]\npool = \"web\"\n{}", pool("web", &[w]));
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("h2c");
+    setup.config = setup
+        .config
+        .replace("name = \"http\"\n", "name = \"http\"\nh2 = true\n");
+    setup.route("pool = \"web\"").pool("web", &[w]);
+    let edge = setup.start();
     install_crypto_provider();
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
@@ -286,15 +259,12 @@ async fn h2c_on_a_plain_listener_when_enabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_shape_round_robin() {
-    let dir = scratch("weights");
-    let certs = dev_certs(&dir.join("certs"));
     let (big, small) = (upstream("big").await, upstream("small").await);
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += &format!(
+    let mut setup = Setup::new("weights");
+    setup.raw(&format!(
         "\n[[route]]\npool = \"web\"\n\n[pool.web]\nservers = [{{ address = \"{big}\", weight = 3 }}, {{ address = \"{small}\" }}]\n"
-    );
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    ));
+    let edge = setup.start();
     let client = edge.client();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for _ in 0..8 {
@@ -310,16 +280,13 @@ async fn weights_shape_round_robin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passive_health_ejects_a_failing_server() {
-    let dir = scratch("passive");
-    let certs = dev_certs(&dir.join("certs"));
     let live = upstream("live").await;
     let dead: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += "\n[[route]]\npool = \"webapp\"\n";
-    cfg += &pool("webapp", &[dead, live]);
-    cfg += "max_fails = 1\nfail_timeout = \"30s\"\n";
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("passive");
+    setup.route("pool = \"webapp\"");
+    setup.pool("webapp", &[dead, live]);
+    setup.raw("max_fails = 1\nfail_timeout = \"30s\"");
+    let edge = setup.start();
     let client = edge.client();
     for _ in 0..8 {
         assert_eq!(
@@ -327,14 +294,7 @@ async fn passive_health_ejects_a_failing_server() {
             "live"
         );
     }
-    let metrics = client
-        .get(edge.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = edge.metrics().await;
     let errors =
         format!("edge_upstream_errors_total{{kind=\"connect\",pool=\"webapp\",server=\"{dead}\"}}");
     assert_eq!(
@@ -344,14 +304,7 @@ async fn passive_health_ejects_a_failing_server() {
     );
     let ejections = format!("edge_upstream_ejections_total{{pool=\"webapp\",server=\"{dead}\"}}");
     assert_eq!(metric_value(&metrics, &ejections), 1.0, "{metrics}");
-    let status: serde_json::Value = client
-        .get(edge.admin_url("/status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let status = admin_status(&edge, None).await;
     assert_eq!(
         status["pools"][0]["servers"][0]["ejected"], true,
         "{status}"
@@ -364,16 +317,14 @@ async fn passive_health_ejects_a_failing_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_pool_speaks_http2_to_its_upstream() {
-    let dir = scratch("h2c-upstream");
-    let certs = dev_certs(&dir.join("certs"));
     let (h2, h1) = (upstream("h2c").await, upstream("h1").await);
-    let ports = Ports::new();
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg += "\n[[route]]\npath_prefix = \"/grpcish\"\npool = \"h2\"\n\n[[route]]\npool = \"h1\"\n";
-    cfg += &pool("h2", &[h2]);
-    cfg += "protocol = \"h2c\"\n";
-    cfg += &pool("h1", &[h1]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("h2c-upstream");
+    setup.route("path_prefix = \"/grpcish\"\npool = \"h2\"");
+    setup.route("pool = \"h1\"");
+    setup.pool("h2", &[h2]);
+    setup.raw("protocol = \"h2c\"");
+    setup.pool("h1", &[h1]);
+    let edge = setup.start();
     let client = edge.client();
 
     // Both downstream protocols reach the h2c pool over HTTP/2, the other pool over 1.1.

@@ -19,16 +19,15 @@ async fn edge_cmd(args: Vec<String>) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_reload_command_reports_applied_and_refused_configs() {
-    let dir = scratch("reload-cmd");
-    let certs = dev_certs(&dir.join("certs"));
     let w = upstream("web").await;
-    let ports = Ports::new();
-    let admin = format!("127.0.0.1:{}", ports.admin);
-    let mut cfg = base_config(&dir, &certs, &ports);
-    cfg = cfg.replace("[admin]\n", "[admin]\ntoken = \"s3cret\"\n");
-    cfg += "\n[[route]]\npool = \"web\"\n";
-    cfg += &pool("web", &[w]);
-    let edge = Edge::start(&dir, &certs, ports, &cfg);
+    let mut setup = Setup::new("reload-cmd");
+    let admin = format!("127.0.0.1:{}", setup.ports.admin);
+    setup.config = setup
+        .config
+        .replace("[admin]\n", "[admin]\ntoken = \"s3cret\"\n");
+    setup.route("pool = \"web\"").pool("web", &[w]);
+    let edge = setup.start();
+    let cfg = setup.config.clone();
     let config = edge.config.to_str().expect("utf-8").to_owned();
     let args = |extra: &[&str]| -> Vec<String> {
         ["reload"]
@@ -107,12 +106,10 @@ async fn edge_reload_command_reports_applied_and_refused_configs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reloads_under_steady_load_lose_no_request_and_keep_health_state() {
-    let dir = scratch("reload-steady");
-    let certs = dev_certs(&dir.join("certs"));
     let (a, b) = (upstream("a").await, upstream("b").await);
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let ports = Ports::new();
-    let base = base_config(&dir, &certs, &ports);
+    let mut setup = Setup::new("reload-steady");
+    let base = setup.config.clone();
     let pool_with = |weight_a: u32| {
         format!(
             "\n[pool.web]\nservers = [{{ address = \"{a}\", weight = {weight_a} }}, {{ address = \"{b}\" }}, {{ address = \"{dead}\" }}]\nconnect_timeout = \"500ms\"\nhealth_check = {{ interval = \"200ms\" }}\n"
@@ -127,7 +124,8 @@ async fn reloads_under_steady_load_lose_no_request_and_keep_health_state() {
         "{base}\n[[route]]\nname = \"all\"\npool = \"web\"\n\n[[route]]\nname = \"extra\"\npath_prefix = \"/extra\"\npool = \"web\"\nresponse_headers.add = {{ \"X-Route\" = \"extra\" }}\n{}",
         pool_with(3)
     );
-    let edge = Edge::start(&dir, &certs, ports, &config_a);
+    setup.config = config_a.clone();
+    let edge = setup.start();
     let client = edge.client();
     wait_for("the dead server marked down", || async {
         status_server(&admin_status(&edge, None).await, "web", dead)["healthy"] == false
@@ -165,18 +163,8 @@ async fn reloads_under_steady_load_lose_no_request_and_keep_health_state() {
     const RELOADS: u64 = 30;
     for n in 0..RELOADS {
         let next = if n % 2 == 0 { &config_b } else { &config_a };
-        std::fs::write(&edge.config, next).expect("write config");
-        let resp = client
-            .post(edge.admin_url("/reload"))
-            .send()
-            .await
-            .expect("reload");
-        assert_eq!(
-            resp.status(),
-            200,
-            "{}",
-            resp.text().await.unwrap_or_default()
-        );
+        let (code, body) = edge.reload_with(next).await;
+        assert_eq!(code, 200, "{body}");
         let status = admin_status(&edge, None).await;
         assert_eq!(status["generation"], n + 2);
         assert_eq!(
@@ -216,7 +204,7 @@ async fn reloads_under_steady_load_lose_no_request_and_keep_health_state() {
     assert!(total >= 8 * RELOADS as usize, "only {total} requests");
 
     // The dead server never took a request: its health never reset to "up".
-    let metrics = admin_metrics(&edge).await;
+    let metrics = edge.metrics().await;
     let connect_errors = metric_value(
         &metrics,
         &format!("edge_upstream_errors_total{{kind=\"connect\",pool=\"web\",server=\"{dead}\"}}"),
@@ -225,13 +213,8 @@ async fn reloads_under_steady_load_lose_no_request_and_keep_health_state() {
     // The last config (A) has no `extra` route: its header rule is gone too.
     let echo = get_echo(&client, &edge.https_url("/extra/x")).await;
     assert!(echo.headers.get("x-route").is_none());
-    std::fs::write(&edge.config, &config_b).expect("write config");
-    let resp = client
-        .post(edge.admin_url("/reload"))
-        .send()
-        .await
-        .expect("reload");
-    assert_eq!(resp.status(), 200);
+    let (code, body) = edge.reload_with(&config_b).await;
+    assert_eq!(code, 200, "{body}");
     let echo = get_echo(&client, &edge.https_url("/extra/x")).await;
     assert_eq!(
         echo.headers.get("x-route").and_then(|v| v.to_str().ok()),

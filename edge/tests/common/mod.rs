@@ -242,6 +242,7 @@ pub struct Edge {
     pub ca: PathBuf,
 }
 
+#[derive(Debug, Clone, Copy)]
 pub struct Ports {
     pub https: u16,
     pub http: u16,
@@ -301,7 +302,80 @@ pub fn pool(name: &str, servers: &[SocketAddr]) -> String {
     )
 }
 
+/// One test's edge being put together: a scratch dir, fresh dev certs, free ports and
+/// [`base_config`] (HTTPS h2 + plain HTTP listeners, admin), plus the routes, pools and
+/// raw TOML the test appends. `config` stays readable after `start` for reload tests.
+pub struct Setup {
+    pub dir: PathBuf,
+    pub certs: PathBuf,
+    pub ports: Ports,
+    pub config: String,
+}
+
+impl Setup {
+    pub fn new(name: &str) -> Setup {
+        let dir = scratch(name);
+        let certs = dev_certs(&dir.join("certs"));
+        let ports = Ports::new();
+        let config = base_config(&dir, &certs, &ports);
+        Setup {
+            dir,
+            certs,
+            ports,
+            config,
+        }
+    }
+
+    /// Appends a `[[route]]` with `keys` (TOML lines, e.g. `pool = "web"`).
+    pub fn route(&mut self, keys: &str) -> &mut Self {
+        self.config += &format!("\n[[route]]\n{keys}\n");
+        self
+    }
+
+    /// Appends `[pool.NAME]` with [`pool`]'s defaults; `raw` lines right after it add keys
+    /// to that pool.
+    pub fn pool(&mut self, name: &str, servers: &[SocketAddr]) -> &mut Self {
+        self.config += &pool(name, servers);
+        self
+    }
+
+    /// Appends TOML as is (a line break is added).
+    pub fn raw(&mut self, text: &str) -> &mut Self {
+        self.config += text;
+        self.config += "\n";
+        self
+    }
+
+    /// Writes the config and starts the edge, waiting until it listens.
+    pub fn start(&self) -> Edge {
+        Edge::start(&self.dir, &self.certs, self.ports, &self.config)
+    }
+}
+
 impl Edge {
+    /// `GET /metrics` as text (no token).
+    pub async fn metrics(&self) -> String {
+        admin_metrics(self).await
+    }
+
+    /// `POST /reload` (no token): status and JSON body.
+    pub async fn reload(&self) -> (u16, Value) {
+        let resp = self
+            .client()
+            .post(self.admin_url("/reload"))
+            .send()
+            .await
+            .expect("reload");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("reload json"))
+    }
+
+    /// Writes `config` over the running edge's file and `POST /reload`s it.
+    pub async fn reload_with(&self, config: &str) -> (u16, Value) {
+        std::fs::write(&self.config, config).expect("write config");
+        self.reload().await
+    }
+
     pub fn start(dir: &Path, certs: &Path, ports: Ports, config: &str) -> Edge {
         let path = dir.join("edge.toml");
         std::fs::write(&path, config).expect("write config");
