@@ -94,6 +94,15 @@ fn classify(target: &str, level: Level, message: &str) -> Kind {
     if target.starts_with("pingora_core::apps") && message.starts_with("H2 handshake error") {
         return Kind::ClientNoise;
     }
+    // The client's connection broke before its request header was complete (no request,
+    // so no access log line either; HTTP/1 headers are read by the edge's guard first,
+    // so this is mostly HTTP/2 streams reset by the client).
+    if target.starts_with("pingora_proxy")
+        && message.starts_with("Fail to proxy:")
+        && message.contains("downstream session type")
+    {
+        return Kind::ClientNoise;
+    }
     // "Sending fatal alert BadCertificate" and friends: the handshake failure above
     // already accounts for it.
     if target.starts_with("rustls") && level == Level::WARN {
