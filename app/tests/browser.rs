@@ -2,7 +2,8 @@
 //! WebDriver (chromedriver, started here on a free port), against the real
 //! stack through the edge. Logs in, adds, searches as you type, edits (and
 //! meets a 412 for a stale edit), imports a .vcf, merges duplicates and
-//! undoes the merge, exports and logs out. Screenshots go to
+//! undoes the merge, links and unlinks an account, forgets a SyncML device,
+//! exports and logs out. Screenshots go to
 //! `target/browser-screenshots/`.
 //!
 //! Needs the `chromium` and `chromium-driver` packages; `./dev test`
@@ -10,6 +11,10 @@
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
+use onebook_app::config::{Overrides, WebappConfig};
+use onebook_domain::accounts::Viewer;
+use onebook_domain::syncml_state::SyncAnchors;
+use onebook_domain::Domain;
 use onebook_testkit::{repo_root, unique_email, Stack, TestUser};
 use serde_json::{json, Value};
 use std::future::Future;
@@ -478,6 +483,97 @@ async fn walk_through(browser: &Client, stack: &Stack, user: &TestUser, driver: 
     assert_eq!(contacts(user, stack, "dup").await["total"], 2);
     listed_names(browser, 5).await;
 
+    // Linked accounts: a bad account is refused by field, a good one is
+    // listed (never its token), then unlinked.
+    click(browser, &button("Linked accounts")).await;
+    text_of(
+        browser,
+        "//ul[@aria-label='Linked accounts']",
+        "No linked accounts yet",
+    )
+    .await;
+    find(browser, &field("Service"))
+        .await
+        .select_by_label("Highrise")
+        .await
+        .unwrap();
+    text_of(browser, "//*[@id='l-account-hint']", "highrisehq.com").await;
+    type_into(browser, "Account", "not a subdomain").await;
+    type_into(browser, "Token", LINK_TOKEN).await;
+    click(browser, &button("Link account")).await;
+    text_of(browser, "//*[@role='alert']", "(account)").await;
+    type_into(browser, "Account", "acme-browser").await;
+    click(browser, &button("Link account")).await;
+    text_of(
+        browser,
+        "//ul[@aria-label='Linked accounts']",
+        "Highrise · acme-browser",
+    )
+    .await;
+    text_of(
+        browser,
+        "//ul[@aria-label='Linked accounts']",
+        "Last sync: not synced yet",
+    )
+    .await;
+    let links = user.get_json(stack, "/api/v1/linked-accounts").await;
+    assert_eq!(links.as_array().map(Vec::len), Some(1), "{links}");
+    assert_eq!(links[0]["account"], "acme-browser");
+    assert!(!browser.source().await.unwrap().contains(LINK_TOKEN));
+    let shot = screenshot(browser, "browser-linked-accounts.png").await;
+    eprintln!("screenshot: {}", shot.display());
+    // Answer the confirmation dialogs with OK.
+    browser
+        .execute("window.confirm = () => true; return true;", vec![])
+        .await
+        .unwrap();
+    click(browser, &button("Unlink")).await;
+    text_of(
+        browser,
+        "//ul[@aria-label='Linked accounts']",
+        "No linked accounts yet",
+    )
+    .await;
+    assert_eq!(
+        user.get_json(stack, "/api/v1/linked-accounts").await,
+        json!([])
+    );
+
+    // Devices: a phone that synced over SyncML is listed with its DevInf
+    // and datastores; forgetting it leaves no anchors (next sync is slow).
+    let (domain, owner) = synced_phone(stack, user).await;
+    click(browser, &button("Devices")).await;
+    text_of(
+        browser,
+        "//ul[@aria-label='Devices']",
+        "SyncEvolution (Patrick Ohly)",
+    )
+    .await;
+    text_of(browser, "//ul[@aria-label='Devices']", PHONE).await;
+    text_of(
+        browser,
+        "//table[@aria-label='Datastores of SyncEvolution (Patrick Ohly)']",
+        "./contacts",
+    )
+    .await;
+    let shot = screenshot(browser, "browser-devices.png").await;
+    eprintln!("screenshot: {}", shot.display());
+    click(browser, &button("Forget")).await;
+    text_of(browser, "//*[@id='message']", "slow sync").await;
+    text_of(
+        browser,
+        "//ul[@aria-label='Devices']",
+        "No devices have synced yet",
+    )
+    .await;
+    assert_eq!(
+        domain
+            .syncml_anchors(&owner, PHONE, "./contacts")
+            .await
+            .unwrap(),
+        None
+    );
+
     // Log out: back to the login form, and the session is over.
     click(browser, &button("Log out")).await;
     find(browser, &field("Password")).await;
@@ -486,6 +582,39 @@ async fn walk_through(browser: &Client, stack: &Stack, user: &TestUser, driver: 
         .await
         .unwrap();
     assert_eq!(me, json!(401));
+}
+
+const LINK_TOKEN: &str = "hr-browser-token-0123456789";
+const PHONE: &str = "IMEI:356938035643809";
+
+/// What the sync server stores for a phone after a completed sync (same
+/// domain calls), with one connection per shard.
+async fn synced_phone(stack: &Stack, user: &TestUser) -> (Domain, Viewer) {
+    let path = repo_root().join("configs/webapp.dev.toml");
+    let mut config = WebappConfig::load(&path, &Overrides::default()).unwrap();
+    config.database.pool_size = 1;
+    for (shard, url) in config.database.shards.iter_mut().zip(&stack.shard_urls) {
+        shard.url = url.clone();
+    }
+    let domain = Domain::new(&config.database, &config.cache).unwrap();
+    let owner = domain.viewer_by_email(&user.email).await.unwrap().unwrap();
+    let devinf = "<DevInf xmlns=\"syncml:devinf\"><VerDTD>1.2</VerDTD><Man>Patrick Ohly</Man>\
+        <Mod>SyncEvolution</Mod><SwV>3.4.0.47</SwV><DevID>IMEI:356938035643809</DevID>\
+        <DevTyp>phone</DevTyp></DevInf>";
+    domain
+        .set_syncml_devinf(&owner, PHONE, devinf.as_bytes())
+        .await
+        .unwrap();
+    let anchors = SyncAnchors {
+        client_next: "20261127T130000Z".into(),
+        server_next: "s-7".into(),
+        last_seq: owner.change_seq,
+    };
+    domain
+        .set_syncml_anchors(&owner, PHONE, "./contacts", &anchors)
+        .await
+        .unwrap();
+    (domain, owner)
 }
 
 fn path_text(path: &Path) -> String {

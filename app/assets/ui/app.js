@@ -103,7 +103,7 @@ function report(error) {
 
 // ---- views -------------------------------------------------------------
 
-const PANELS = ["detail-view", "form-view", "duplicates-view"];
+const PANELS = ["detail-view", "form-view", "duplicates-view", "links-view", "devices-view"];
 
 function show(panel) {
   clearError();
@@ -483,12 +483,203 @@ async function undoMerge() {
   }
 }
 
+// ---- linked accounts (for the sync bots) ---------------------------------
+
+const SERVICES = {
+  google: {
+    name: "Google",
+    account: "The Google account's email address.",
+    secret: "An OAuth refresh token with offline access to your contacts. It is stored encrypted and never shown again.",
+  },
+  highrise: {
+    name: "Highrise",
+    account: "Your Highrise subdomain: acme for acme.highrisehq.com.",
+    secret: "Your Highrise API token (My Info → API token). It is stored encrypted and never shown again.",
+  },
+};
+
+const SYNC_STATUS = {
+  never: "not synced yet",
+  ok: "synced",
+  needs_reauth: "needs to be linked again",
+  error: "failed",
+};
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : "";
+}
+
+function updateLinkHints() {
+  const service = SERVICES[$("l-service").value];
+  $("l-account-hint").textContent = service.account;
+  $("l-secret-hint").textContent = service.secret;
+}
+
+async function loadLinks() {
+  try {
+    const { data } = await api("GET", "/linked-accounts");
+    renderLinks(data);
+    updateLinkHints();
+    show("links-view");
+  } catch (error) {
+    report(error);
+  }
+}
+
+function renderLinks(links) {
+  const list = $("links");
+  list.replaceChildren();
+  if (!links.length) {
+    list.append(el("li", { text: "No linked accounts yet." }));
+    return;
+  }
+  for (const link of links) {
+    const service = SERVICES[link.service] ? SERVICES[link.service].name : link.service;
+    const sync = link.last_sync;
+    let status = `Last sync: ${SYNC_STATUS[sync.status] || sync.status}`;
+    if (sync.at) status += ` (${when(sync.at)})`;
+    if (sync.error) status += ` — ${sync.error}`;
+    const unlink = el("button", {
+      type: "button",
+      class: "danger",
+      text: "Unlink",
+      "aria-label": `Unlink ${service} ${link.account}`,
+      onclick: () => unlinkAccount(link, service),
+    });
+    list.append(el("li", { class: "link-row" },
+      el("strong", { text: `${service} · ${link.account}` }),
+      el("span", { class: `grow status-${sync.status}`, text: status }),
+      unlink));
+  }
+}
+
+async function linkAccount(event) {
+  event.preventDefault();
+  clearError();
+  for (const id of ["l-account", "l-secret"]) $(id).removeAttribute("aria-invalid");
+  const body = {
+    service: $("l-service").value,
+    account: $("l-account").value.trim(),
+    secret: $("l-secret").value,
+  };
+  try {
+    const { data } = await api("POST", "/linked-accounts", { json: body });
+    $("link-form").reset();
+    updateLinkHints();
+    say(`Linked ${SERVICES[data.service].name} account ${data.account}.`);
+    const { data: links } = await api("GET", "/linked-accounts");
+    renderLinks(links);
+  } catch (error) {
+    const input = { account: "l-account", secret: "l-secret", service: "l-service" }[error.field];
+    if (input) {
+      $(input).setAttribute("aria-invalid", "true");
+      $(input).focus();
+    }
+    if (error.status === 409) fail("That account is already linked.");
+    else report(error);
+  }
+}
+
+async function unlinkAccount(link, service) {
+  if (!window.confirm(`Unlink ${service} account ${link.account}? Its contacts stop syncing.`)) return;
+  clearError();
+  try {
+    await api("DELETE", `/linked-accounts/${encodeURIComponent(link.id)}`);
+    say(`Unlinked ${service} account ${link.account}.`);
+  } catch (error) {
+    if (error.status !== 404) report(error);
+  }
+  try {
+    const { data } = await api("GET", "/linked-accounts");
+    renderLinks(data);
+  } catch (error) {
+    report(error);
+  }
+}
+
+// ---- SyncML devices --------------------------------------------------------
+
+function deviceName(device) {
+  const info = device.info || {};
+  if (info.model && info.manufacturer) return `${info.model} (${info.manufacturer})`;
+  return info.model || device.dev_id;
+}
+
+async function loadDevices() {
+  try {
+    const { data } = await api("GET", "/devices");
+    renderDevices(data);
+    show("devices-view");
+  } catch (error) {
+    report(error);
+  }
+}
+
+function renderDevices(devices) {
+  const list = $("devices");
+  list.replaceChildren();
+  if (!devices.length) {
+    list.append(el("li", { text: "No devices have synced yet." }));
+    return;
+  }
+  for (const device of devices) {
+    const name = deviceName(device);
+    const info = device.info || {};
+    const details = [device.dev_id, info.device_type, info.software_version && `software ${info.software_version}`]
+      .filter((d) => d).join(" · ");
+    const last = device.last_sync_at ? `Last sync: ${when(device.last_sync_at)}` : "Never completed a sync";
+    const forget = el("button", {
+      type: "button",
+      class: "danger",
+      text: "Forget",
+      "aria-label": `Forget ${name}`,
+      onclick: () => forgetDevice(device, name),
+    });
+    const item = el("li", { class: "device-row" },
+      el("div", { class: "grow" }, el("strong", { text: name }), " ", el("span", { class: "muted", text: details })),
+      el("span", { text: last }),
+      forget);
+    if (device.datastores.length) {
+      const rows = device.datastores.map((d) => el("tr", {},
+        el("td", { text: d.datastore }),
+        el("td", { text: when(d.last_sync_at) }),
+        el("td", { text: String(d.mapped_items) })));
+      item.append(el("table", { "aria-label": `Datastores of ${name}` },
+        el("thead", {}, el("tr", {},
+          el("th", { text: "Datastore" }), el("th", { text: "Last sync" }), el("th", { text: "Items on the device" }))),
+        el("tbody", {}, ...rows)));
+    }
+    list.append(item);
+  }
+}
+
+async function forgetDevice(device, name) {
+  if (!window.confirm(`Forget ${name}? Its next sync will send everything again (slow sync).`)) return;
+  clearError();
+  try {
+    await api("DELETE", `/devices/${encodeURIComponent(device.dev_id)}`);
+    say(`Forgot ${name}; its next sync is a slow sync.`);
+  } catch (error) {
+    if (error.status !== 404) report(error);
+  }
+  try {
+    const { data } = await api("GET", "/devices");
+    renderDevices(data);
+  } catch (error) {
+    report(error);
+  }
+}
+
 // ---- wiring --------------------------------------------------------------
 
 function start() {
   for (const event of ["input", "change", "search"]) $("search").addEventListener(event, onSearchInput);
   $("add-button").addEventListener("click", startAdd);
   $("duplicates-button").addEventListener("click", loadDuplicates);
+  $("links-button").addEventListener("click", loadLinks);
+  $("devices-button").addEventListener("click", loadDevices);
+  $("link-form").addEventListener("submit", linkAccount);
+  $("l-service").addEventListener("change", updateLinkHints);
   $("more-button").addEventListener("click", () => loadContacts({ append: true }));
   $("edit-button").addEventListener("click", startEdit);
   $("delete-button").addEventListener("click", remove);
