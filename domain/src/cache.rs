@@ -9,6 +9,12 @@
 //! memcached is an optimisation only. Any failure (down, slow, garbage) makes
 //! the call a miss; after a failure the cache stays off for a short while so
 //! requests don't each pay a connect timeout.
+//!
+//! A connection whose command did not finish (failed, timed out, or dropped
+//! because the HTTP request was cancelled) is never reused: its next reply
+//! would answer the previous command, i.e. hand out another key's value,
+//! possibly another user's. As a second guard every stored value starts with
+//! its own key, checked on read.
 
 use crate::settings::CacheSettings;
 use bb8::{ManageConnection, Pool};
@@ -97,8 +103,26 @@ impl Cache {
         let value = match self.checkout().await {
             None => None,
             Some(mut conn) => {
-                match tokio::time::timeout(self.timeout, conn.protocol.get(key)).await {
-                    Ok(Ok(value)) => Some(value),
+                // Broken until the reply is read in full; a cancelled call leaves it so.
+                conn.broken = true;
+                let reply = tokio::time::timeout(self.timeout, conn.protocol.get(key)).await;
+                if matches!(&reply, Ok(Ok(_)))
+                    || matches!(&reply, Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound)
+                {
+                    conn.broken = false;
+                }
+                match reply {
+                    Ok(Ok(stored)) => match unframe(key, &stored) {
+                        Some(value) => Some(value.to_vec()),
+                        None => {
+                            // Out of step, or an entry in an older format: a miss either
+                            // way, and the connection is not trusted again.
+                            conn.broken = true;
+                            self.errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(addr = ?self.addr, key, "memcached reply is not framed for this key; connection dropped");
+                            None
+                        }
+                    },
                     Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => None,
                     Ok(Err(e)) => {
                         self.failed(&mut conn, &e.to_string());
@@ -123,8 +147,11 @@ impl Cache {
     pub async fn set(&self, key: &str, value: &[u8]) {
         if let Some(mut conn) = self.checkout().await {
             let ttl = self.ttl_seconds;
-            match tokio::time::timeout(self.timeout, conn.protocol.set(key, value, ttl)).await {
-                Ok(Ok(())) => {}
+            let stored = frame(key, value);
+            conn.broken = true;
+            match tokio::time::timeout(self.timeout, conn.protocol.set(key, &stored[..], ttl)).await
+            {
+                Ok(Ok(())) => conn.broken = false,
                 Ok(Err(e)) => self.failed(&mut conn, &e.to_string()),
                 Err(_) => self.failed(&mut conn, "timed out"),
             }
@@ -177,6 +204,23 @@ impl Cache {
     }
 }
 
+/// The stored form of a value: its key, a newline (never part of a memcached
+/// key), then the value.
+fn frame(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(key.len() + 1 + value.len());
+    stored.extend_from_slice(key.as_bytes());
+    stored.push(b'\n');
+    stored.extend_from_slice(value);
+    stored
+}
+
+/// The value inside `stored`, if `stored` was framed for `key`.
+fn unframe<'a>(key: &str, stored: &'a [u8]) -> Option<&'a [u8]> {
+    stored
+        .strip_prefix(key.as_bytes())
+        .and_then(|rest| rest.strip_prefix(b"\n"))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -203,6 +247,75 @@ mod tests {
         cache.set("k", b"v").await;
         assert!(cache.ping().await.is_err());
         assert!(cache.errors.load(Ordering::Relaxed) >= 1);
+    }
+
+    /// A memcached stand-in that answers `get KEY` with a framed value naming
+    /// KEY, and answers `get slow` only after a delay.
+    async fn fake_memcached() -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let Some(key) = line.strip_prefix("get ") else {
+                            continue;
+                        };
+                        if key == "slow" {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        let value = frame(key, format!("value of {key}").as_bytes());
+                        let mut reply = format!("VALUE {key} 0 {}\r\n", value.len()).into_bytes();
+                        reply.extend_from_slice(&value);
+                        reply.extend_from_slice(b"\r\nEND\r\n");
+                        if write.write_all(&reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_get_never_hands_its_reply_to_the_next_key() {
+        let cache = Cache::new(&CacheSettings {
+            memcached: Some(fake_memcached().await),
+            timeout_ms: 5_000,
+            ..CacheSettings::default()
+        });
+        assert_eq!(
+            cache.get("warm").await.as_deref(),
+            Some(&b"value of warm"[..])
+        );
+        // The HTTP request behind this lookup goes away mid-read.
+        let cancelled = tokio::time::timeout(Duration::from_millis(50), cache.get("slow")).await;
+        assert!(cancelled.is_err());
+        // The next lookup must get its own value, not the late reply for "slow".
+        assert_eq!(
+            cache.get("user-b").await.as_deref(),
+            Some(&b"value of user-b"[..])
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            cache.get("user-c").await.as_deref(),
+            Some(&b"value of user-c"[..])
+        );
+    }
+
+    #[test]
+    fn a_value_framed_for_one_key_is_refused_for_another() {
+        let stored = frame("contact:a:1", b"{}");
+        assert_eq!(unframe("contact:a:1", &stored), Some(&b"{}"[..]));
+        assert_eq!(unframe("contact:b:1", &stored), None);
+        assert_eq!(unframe("contact:a:1", b"{}"), None);
     }
 
     #[tokio::test]
