@@ -58,8 +58,12 @@ pub fn run(config: Config, upgrade: bool) -> Result<()> {
         };
         let conn_metrics = ConnMetrics {
             open: state.metrics.downstream_connections(&l.name),
-            tls_h2: state.metrics.tls_handshakes(&l.name, "h2"),
-            tls_h1: state.metrics.tls_handshakes(&l.name, "http/1.1"),
+            tls: l.tls.as_ref().map(|_| {
+                (
+                    state.metrics.tls_handshakes(&l.name, "h2"),
+                    state.metrics.tls_handshakes(&l.name, "http/1.1"),
+                )
+            }),
         };
         let guarded = Guarded::new(app, limits, state.metrics.rejections(&l.name), conn_metrics);
         let mut service = Service::new(format!("listener {}", l.name), guarded);

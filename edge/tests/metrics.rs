@@ -111,6 +111,10 @@ async fn upstream_health_in_flight_connections_and_tls_gauges_move() {
     let text = admin_metrics(&edge).await;
     assert_eq!(hs(&text, "h2"), h2_before + 1.0, "{text}");
     assert_eq!(hs(&text, "http/1.1"), h1_before + 1.0, "{text}");
+    assert!(
+        !text.contains("edge_tls_handshakes_total{alpn=\"h2\",listener=\"http\"}"),
+        "no TLS series for the plain listener:\n{text}"
+    );
 
     // A client that does not trust the certificate, and plain HTTP sent to the TLS port.
     let other_ca = dev_certs(&setup.dir.join("other-ca"));

@@ -50,9 +50,9 @@ pub struct Rejections {
 /// Pre-resolved connection gauges and TLS counters of one listener.
 pub struct ConnMetrics {
     pub open: IntGauge,
-    /// Handshakes that negotiated `h2`, and all others (`http/1.1` or no ALPN).
-    pub tls_h2: IntCounter,
-    pub tls_h1: IntCounter,
+    /// Handshakes that negotiated `h2`, and all others (`http/1.1` or no ALPN); `None` on
+    /// plain listeners, so they export no TLS series.
+    pub tls: Option<(IntCounter, IntCounter)>,
 }
 
 pub struct Guarded<A> {
@@ -107,11 +107,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         };
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         // Pingora hands the stream over only once the TLS handshake succeeded.
-        if stream.get_ssl_digest().is_some() {
+        if let (Some((tls_h2, tls_h1)), Some(_)) = (&self.metrics.tls, stream.get_ssl_digest()) {
             if h2 {
-                self.metrics.tls_h2.inc();
+                tls_h2.inc();
             } else {
-                self.metrics.tls_h1.inc();
+                tls_h1.inc();
             }
         }
         self.metrics.open.inc();
