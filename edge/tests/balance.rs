@@ -244,3 +244,68 @@ async fn drain_stops_new_requests_while_in_flight_ones_complete() {
     assert_eq!(status_server(&status, "web", other)["weight"], 3);
     assert_eq!(status_server(&status, "web", other)["configured_weight"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_on_5xx_ejects_a_server_that_keeps_answering_errors() {
+    // The same two servers in two pools: one counts 5xx as failures, one (default) not.
+    let (bad, good) = (
+        Probed::start("bad", 500).await,
+        Probed::start("good", 200).await,
+    );
+    let mut setup = Setup::new("fail-5xx");
+    setup
+        .route("host = \"strict.test\"\npool = \"strict\"")
+        .route("pool = \"lenient\"")
+        .pool("strict", &[bad.addr, good.addr])
+        .raw("max_fails = 2\nfail_timeout = \"30s\"\nfail_on_5xx = true")
+        .pool("lenient", &[bad.addr, good.addr])
+        .raw("max_fails = 2\nfail_timeout = \"30s\"");
+    let edge = setup.start();
+    let client = edge.client();
+    let statuses = |host: &'static str| {
+        let (client, url) = (client.clone(), edge.http_url("/hc"));
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..8 {
+                let r = client
+                    .get(&url)
+                    .header("host", host)
+                    .send()
+                    .await
+                    .expect("response");
+                out.push(r.status().as_u16());
+            }
+            out
+        }
+    };
+
+    // Round robin: the bad server's second 500 within fail_timeout ejects it, after which
+    // only the good one answers. The 500s themselves still reach the client (no replay).
+    let strict = statuses("strict.test").await;
+    assert_eq!(
+        strict,
+        [500, 200, 500, 200, 200, 200, 200, 200],
+        "{strict:?}"
+    );
+    let status = admin_status(&edge, None).await;
+    assert_eq!(status_server(&status, "strict", bad.addr)["ejected"], true);
+    let text = edge.metrics().await;
+    let series = format!(
+        "edge_upstream_ejections_total{{pool=\"strict\",server=\"{}\"}}",
+        bad.addr
+    );
+    assert_eq!(metric_value(&text, &series), 1.0, "{text}");
+
+    // Without fail_on_5xx a 500 is an answer like any other.
+    let lenient = statuses("other.test").await;
+    assert_eq!(
+        lenient.iter().filter(|s| **s == 500).count(),
+        4,
+        "{lenient:?}"
+    );
+    let status = admin_status(&edge, None).await;
+    assert_eq!(
+        status_server(&status, "lenient", bad.addr)["ejected"],
+        false
+    );
+}

@@ -222,6 +222,13 @@ impl PoolRuntime {
         }
     }
 
+    /// Feeds an upstream response status to passive health when the pool counts 5xx.
+    pub fn record_status(&self, index: usize, status: u16) {
+        if status >= 500 && self.config.passive.as_ref().is_some_and(|p| p.fail_on_5xx) {
+            self.record_failure(index);
+        }
+    }
+
     /// Whether passive health currently skips server `index`.
     pub fn is_ejected(&self, index: usize) -> bool {
         self.servers

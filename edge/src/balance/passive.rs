@@ -58,6 +58,7 @@ mod tests {
         let policy = Passive {
             max_fails: 2,
             fail_timeout: Duration::from_secs(10),
+            fail_on_5xx: false,
         };
         let s = PassiveState::default();
         assert!(!s.record_failure(&policy, 1_000));

@@ -516,6 +516,13 @@ impl Cx<'_> {
                     Some(ProtocolToml::H2c) => UpstreamProtocol::H2c,
                 },
                 passive: match p.max_fails.unwrap_or(DEFAULT_MAX_FAILS) {
+                    0 if p.fail_on_5xx == Some(true) => {
+                        return Err(self.err(
+                            key("fail_on_5xx"),
+                            None,
+                            "counts failures for max_fails, which is 0 (passive health off)",
+                        ))
+                    }
                     0 => None,
                     max_fails => {
                         let fail_timeout = p.fail_timeout.unwrap_or(DEFAULT_FAIL_TIMEOUT);
@@ -529,6 +536,7 @@ impl Cx<'_> {
                         Some(Passive {
                             max_fails,
                             fail_timeout,
+                            fail_on_5xx: p.fail_on_5xx.unwrap_or(false),
                         })
                     }
                 },

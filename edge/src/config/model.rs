@@ -215,6 +215,8 @@ pub struct Pool {
 pub struct Passive {
     pub max_fails: u32,
     pub fail_timeout: Duration,
+    /// Also count 5xx responses as failed attempts (off by default, like nginx).
+    pub fail_on_5xx: bool,
 }
 
 /// Active probing of every server of a pool.

@@ -196,11 +196,17 @@ fn defaults_are_filled_in() {
         p.passive,
         Some(Passive {
             max_fails: 1,
-            fail_timeout: model::Duration::from_secs(10)
+            fail_timeout: model::Duration::from_secs(10),
+            fail_on_5xx: false,
         })
     );
     let off = parse_ok(&MINIMAL.replace("[pool.web]", "[pool.web]\nmax_fails = 0"));
     assert_eq!(off.pools[0].passive, None);
+    let e = parse_err(&MINIMAL.replace(
+        "[pool.web]",
+        "[pool.web]\nmax_fails = 0\nfail_on_5xx = true",
+    ));
+    assert_eq!(e.key, "pool.web.fail_on_5xx", "{e}");
 }
 
 #[test]

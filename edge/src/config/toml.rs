@@ -136,6 +136,7 @@ pub(super) struct PoolToml {
     #[serde(default)]
     pub protocol: Option<ProtocolToml>,
     pub max_fails: Option<u32>,
+    pub fail_on_5xx: Option<bool>,
     pub fail_timeout: Option<Duration>,
 }
 

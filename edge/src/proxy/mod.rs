@@ -399,6 +399,11 @@ impl ProxyHttp for EdgeProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let (Some(table), Some(index)) = (&ctx.table, ctx.server) {
+            if let Some(pool) = self.pool(table, ctx) {
+                pool.record_status(index, resp.status.as_u16());
+            }
+        }
         if let Some(id) = &ctx.request_id {
             resp.insert_header(headers::X_REQUEST_ID, id.clone())?;
         }
