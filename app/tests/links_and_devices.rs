@@ -244,6 +244,10 @@ async fn synced_device(domain: &Domain, viewer: &Viewer, dev_id: &str, contacts:
         .set_syncml_maps(viewer, dev_id, "./contacts", &maps)
         .await
         .unwrap();
+    domain
+        .syncml_short_guids(viewer, dev_id, "./contacts", contacts)
+        .await
+        .unwrap();
 }
 
 async fn create_contact(user: &TestUser, stack: &Stack, name: &str) -> Uuid {
@@ -302,6 +306,15 @@ async fn devices_show_their_devinf_and_anchors_and_a_forgotten_one_slow_syncs() 
     assert_eq!(store["mapped_items"], 2);
     assert_eq!(shown["last_sync_at"], store["last_sync_at"]);
 
+    assert_eq!(
+        domain
+            .syncml_guid_contacts(&owner, phone, "./contacts")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
     // Forget the phone: no anchors, maps or DevInf are left, so the sync
     // server answers its next sync with a slow sync. The laptop is untouched.
     let url = format!(
@@ -323,6 +336,11 @@ async fn devices_show_their_devinf_and_anchors_and_a_forgotten_one_slow_syncs() 
         .unwrap()
         .is_empty());
     assert_eq!(domain.syncml_devinf(&owner, phone).await.unwrap(), None);
+    assert!(domain
+        .syncml_guid_contacts(&owner, phone, "./contacts")
+        .await
+        .unwrap()
+        .is_empty());
     assert!(domain
         .syncml_anchors(&owner, laptop, "addressbook")
         .await

@@ -2,9 +2,10 @@
 //! server's tables (migration 4, written by [`crate::syncml_state`]), and
 //! forgotten on request.
 //!
-//! Forgetting a device deletes its anchors, LUID maps and DevInf. The sync
-//! server then finds no anchors for the device and answers its next sync
-//! with 508 (refresh required): a slow sync that re-sends everything.
+//! Forgetting a device deletes its anchors, LUID maps, short GUIDs and
+//! DevInf. The sync server then finds no anchors for the device and answers
+//! its next sync with 508 (refresh required): a slow sync that re-sends
+//! everything.
 
 use crate::accounts::Viewer;
 use crate::db::db;
@@ -182,8 +183,8 @@ impl Domain {
         Ok(devices)
     }
 
-    /// Forgets a device: its anchors, maps and DevInf, so its next sync is
-    /// a slow sync. `NotFound` if the user has no such device.
+    /// Forgets a device: its anchors, maps, short GUIDs and DevInf, so its
+    /// next sync is a slow sync. `NotFound` if the user has no such device.
     pub async fn forget_device(&self, viewer: &Viewer, dev_id: &str) -> Result<(), DomainError> {
         let (user_id, dev_id) = (viewer.id, dev_id.to_string());
         let removed = self
@@ -194,6 +195,7 @@ impl Domain {
                     let mut removed = 0;
                     for sql in [
                         "DELETE FROM syncml_maps WHERE user_id = $1 AND dev_id = $2",
+                        "DELETE FROM syncml_guids WHERE user_id = $1 AND dev_id = $2",
                         "DELETE FROM syncml_anchors WHERE user_id = $1 AND dev_id = $2",
                         "DELETE FROM syncml_devices WHERE user_id = $1 AND dev_id = $2",
                     ] {
