@@ -425,6 +425,7 @@ impl Turn<'_> {
         };
         self.state.client_prefers_21 = Some(prefers_21(devinf));
         self.state.client_max_guid_size = max_guid_size(devinf);
+        self.state.client_large_objects = devinf.support_large_objs;
         self.domain
             .set_syncml_devinf(&self.viewer, &self.dev_id, &devinf.to_xml())
             .await?;
@@ -491,6 +492,10 @@ impl Turn<'_> {
         let p = devinf.as_ref().is_some_and(prefers_21);
         self.state.client_prefers_21 = Some(p);
         self.state.client_max_guid_size = devinf.as_ref().and_then(max_guid_size);
+        // Unknown (a client whose DevInf went with a message we rejected
+        // with 401 does not send it again): chunking is the only chance an
+        // oversized card has, a whole one would overflow the client's buffer.
+        self.state.client_large_objects = devinf.as_ref().is_none_or(|d| d.support_large_objs);
         Ok(p)
     }
 

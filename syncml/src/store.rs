@@ -18,6 +18,10 @@ pub struct SessionState {
     pub server_msg_id: u32,
     /// Whether the client sent DevInf in this session and prefers vCard 2.1.
     pub client_prefers_21: Option<bool>,
+    /// Whether the client takes large objects: its DevInf's SupportLargeObjs,
+    /// or true without a DevInf; loaded together with `client_prefers_21`.
+    #[serde(default)]
+    pub client_large_objects: bool,
     /// The client's MaxMsgSize (SyncHdr Meta): our replies stay below it.
     pub client_max_msg_size: Option<u64>,
     /// The smallest MaxGUIDSize of the client's datastores (DevInf); loaded
@@ -131,6 +135,14 @@ pub struct Pending {
     pub contact_id: Uuid,
     /// The client's LUID, for Replace and Delete.
     pub luid: Option<String>,
+    /// A card too large for one message, as it goes out in chunks
+    /// (base64): fixed when the first chunk is sent, so later chunks match
+    /// it even if the contact changes meanwhile.
+    #[serde(default)]
+    pub chunked: Option<String>,
+    /// Bytes of `chunked` already sent.
+    #[serde(default)]
+    pub chunk_sent: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

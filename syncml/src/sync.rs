@@ -34,6 +34,8 @@ const ONE_WAY_FROM_CLIENT: u16 = 202;
 const REFRESH_FROM_CLIENT: u16 = 203;
 const ONE_WAY_FROM_SERVER: u16 = 204;
 const REFRESH_FROM_SERVER: u16 = 205;
+/// Alert: resume a suspended or interrupted session (SyncML 1.2).
+const RESUME: u16 = 225;
 /// Alert: the last chunk of a large object never came.
 const MISSING_END_OF_DATA: u16 = 223;
 /// Our GUIDs: contact UUIDs without dashes.
@@ -74,7 +76,7 @@ pub(crate) async fn alert(t: &mut Turn<'_>, alert: &Alert) -> Result<(), Session
         }
     };
     let early = match alert.code {
-        Some(TWO_WAY..=REFRESH_FROM_SERVER) => None,
+        Some(TWO_WAY..=REFRESH_FROM_SERVER | RESUME) => None,
         // Nothing of ours is split over messages yet, so there is never
         // more to send; the Status is all the client needs.
         Some(NEXT_MESSAGE) | Some(100) => Some(200),
@@ -108,6 +110,10 @@ pub(crate) async fn alert(t: &mut Turn<'_>, alert: &Alert) -> Result<(), Session
     let (code, mode) = match requested {
         TWO_WAY | ONE_WAY_FROM_CLIENT | ONE_WAY_FROM_SERVER if anchors_match => (200, requested),
         TWO_WAY | ONE_WAY_FROM_CLIENT | ONE_WAY_FROM_SERVER => (508, SLOW),
+        // We keep no state of interrupted sessions to resume from: a slow
+        // sync brings both sides together again (libsynthesis clients
+        // resume a session that failed half-way).
+        RESUME => (508, SLOW),
         other => (200, other),
     };
     let server_next = anchor_now();
@@ -811,6 +817,8 @@ pub(crate) async fn server_sync(t: &mut Turn<'_>, store: usize) -> Result<(), Se
                 op: PendingOp::Add,
                 contact_id: contact.id,
                 luid: None,
+                chunked: None,
+                chunk_sent: 0,
             });
         }
     } else if s.mode == SLOW {
@@ -829,6 +837,8 @@ pub(crate) async fn server_sync(t: &mut Turn<'_>, store: usize) -> Result<(), Se
                     op: PendingOp::Add,
                     contact_id: contact.id,
                     luid: None,
+                    chunked: None,
+                    chunk_sent: 0,
                 });
             }
         }
@@ -852,6 +862,8 @@ pub(crate) async fn server_sync(t: &mut Turn<'_>, store: usize) -> Result<(), Se
                 op,
                 contact_id,
                 luid,
+                chunked: None,
+                chunk_sent: 0,
             });
         }
     }
@@ -868,10 +880,30 @@ pub(crate) async fn server_sync(t: &mut Turn<'_>, store: usize) -> Result<(), Se
 /// Room we leave in each message for what size estimates miss.
 const SIZE_MARGIN: f64 = 0.9;
 
+/// Room a chunk leaves for what the size estimate of its command misses
+/// (MoreData, Meta/Size).
+const CHUNK_SLACK: usize = 96;
+/// Smaller chunks are not worth a message of their own.
+const MIN_CHUNK: usize = 256;
+
+/// The longest prefix of `data` of at most `max` bytes that ends on a
+/// character boundary and not between CR and LF (an XML parser would turn a
+/// lone CR into LF and the sizes would no longer match).
+fn chunk_len(data: &[u8], max: usize) -> usize {
+    let mut n = max.min(data.len());
+    while n > 0 && n < data.len() && (data[n] & 0xC0) == 0x80 {
+        n -= 1;
+    }
+    if n > 0 && n < data.len() && data[n - 1] == b'\r' {
+        n -= 1;
+    }
+    n
+}
+
 /// Sends as much of the store's outbox as fits into this reply under the
-/// client's MaxMsgSize, in one Sync command. At least one item goes out per
-/// message, so an item bigger than the limit is still sent (splitting it
-/// with MoreData is not implemented).
+/// client's MaxMsgSize, in one Sync command. A card that does not fit into
+/// a message of its own goes out as a large object (MoreData, Meta/Size on
+/// the first chunk) to clients that support them; to others it goes whole.
 pub(crate) async fn emit(t: &mut Turn<'_>, store: usize) -> Result<(), SessionError> {
     let version = if t.client_prefers_21().await? {
         vcard::Version::V21
@@ -922,7 +954,53 @@ pub(crate) async fn emit(t: &mut Turn<'_>, store: usize) -> Result<(), SessionEr
     let mut used = t.reply_len(Some(&sync))?;
     let empty = t.bare_len(&[])?;
     let mut sent = 0;
-    for pending in &s.outbox {
+    // (index in the outbox, full card, bytes sent after this message)
+    let mut chunk_progress: Option<(usize, Vec<u8>, usize)> = None;
+    for (index, pending) in s.outbox.iter().enumerate() {
+        if let Some(full) = pending.chunked.as_deref() {
+            // The rest of a large object: the next chunk, or the last.
+            let full = B64.decode(full).unwrap_or_default();
+            let rest = &full[pending.chunk_sent.min(full.len())..];
+            let cmd_id = t.next_id();
+            let mut item = Item {
+                target: pending.luid.clone().map(Location::new),
+                source: Some(Location::new(guid_of(pending.contact_id))),
+                data: Some(ItemData::Bytes(rest.to_vec())),
+                ..Item::default()
+            };
+            let command = |item: Item, cmd_id: String| {
+                let cmd = ItemCommand {
+                    cmd_id,
+                    meta: Some(meta.clone()),
+                    items: vec![item],
+                    ..ItemCommand::default()
+                };
+                match pending.luid {
+                    Some(_) => Command::Replace(cmd),
+                    None => Command::Add(cmd),
+                }
+            };
+            let whole = command(item.clone(), cmd_id.clone());
+            let size = t.bare_len(std::slice::from_ref(&whole))? - empty;
+            if used + size <= budget {
+                used += size;
+                sync.commands.push(whole);
+                sent += 1;
+                continue;
+            }
+            let overhead = size - rest.len();
+            let room = budget.saturating_sub(used + overhead + CHUNK_SLACK);
+            let n = chunk_len(rest, room);
+            if n < MIN_CHUNK.min(rest.len()) || n == 0 {
+                t.unassign_id();
+                break;
+            }
+            item.data = Some(ItemData::Bytes(rest[..n].to_vec()));
+            item.more_data = true;
+            sync.commands.push(command(item, cmd_id));
+            chunk_progress = Some((index, full.clone(), pending.chunk_sent + n));
+            break;
+        }
         let current = match pending.op {
             PendingOp::Delete => None,
             _ => match t.domain.get_contact(&viewer, pending.contact_id).await {
@@ -972,9 +1050,44 @@ pub(crate) async fn emit(t: &mut Turn<'_>, store: usize) -> Result<(), SessionEr
             continue;
         };
         let size = t.bare_len(std::slice::from_ref(&command))? - empty;
-        if sent > 0 && used + size > budget {
-            t.unassign_id();
-            break;
+        if used + size > budget {
+            let data = match &command {
+                Command::Add(c) | Command::Replace(c) if t.state.client_large_objects => c.items[0]
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.as_bytes())
+                    .map(<[u8]>::to_vec),
+                _ => None,
+            };
+            let room = data.as_ref().map_or(0, |d| {
+                budget.saturating_sub(used + (size - d.len()) + CHUNK_SLACK)
+            });
+            let n = data.as_ref().map_or(0, |d| chunk_len(d, room));
+            match data {
+                // The first chunk of a large object ends this message.
+                Some(data) if n >= MIN_CHUNK && n < data.len() => {
+                    let mut command = command;
+                    if let Command::Add(c) | Command::Replace(c) = &mut command {
+                        let item = &mut c.items[0];
+                        item.data = Some(ItemData::Bytes(data[..n].to_vec()));
+                        item.more_data = true;
+                        item.meta = Some(Meta {
+                            size: Some(data.len() as u64),
+                            ..Meta::default()
+                        });
+                    }
+                    sync.commands.push(command);
+                    chunk_progress = Some((index, data, n));
+                    break;
+                }
+                // No room left here: the next message.
+                _ if sent > 0 => {
+                    t.unassign_id();
+                    break;
+                }
+                // Nothing else in this message and no chunking: whole.
+                _ => {}
+            }
         }
         used += size;
         sync.commands.push(command);
@@ -982,6 +1095,11 @@ pub(crate) async fn emit(t: &mut Turn<'_>, store: usize) -> Result<(), SessionEr
     }
     t.out.push(Command::Sync(sync));
     let st = &mut t.state.stores[store];
+    if let Some((index, full, done)) = chunk_progress {
+        let pending = &mut st.outbox[index];
+        pending.chunked = Some(B64.encode(&full));
+        pending.chunk_sent = done;
+    }
     st.outbox.drain(..sent);
     st.announced = true;
     st.phase = if st.outbox.is_empty() {

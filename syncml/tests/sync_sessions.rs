@@ -1718,3 +1718,121 @@ async fn expired_sessions_are_purged() {
         "the expired session is still there"
     );
 }
+
+/// A card larger than the client's MaxMsgSize goes out as a large object:
+/// the first chunk with Meta/Size and MoreData, every reply under the
+/// limit, and the chunks add up to the card.
+#[tokio::test]
+async fn a_card_larger_than_the_client_message_limit_goes_in_chunks() {
+    use base64::Engine as _;
+    const MAX: u64 = 10240;
+    let stack = Stack::get();
+    let user = TestUser::sign_up(stack, "syncml-lo-out").await;
+    let mut x: u32 = 0x9e37_79b9;
+    let bytes: Vec<u8> = (0..24 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let photo = B64.encode(&bytes);
+    create_contact(
+        stack,
+        &user,
+        serde_json::json!({"formatted_name": "Big Picture", "photo": {"media_type": "image/png", "data": photo}}),
+    )
+    .await;
+    create_contact(
+        stack,
+        &user,
+        serde_json::json!({"formatted_name": "Small One"}),
+    )
+    .await;
+    let mut client = Client::new(stack, &stack.edge_https, &user.email, Encoding::Xml);
+    let mut m1 = slow_sync_messages("ref-slow-xml", "xml")[0].clone();
+    m1.header.meta.as_mut().unwrap().max_msg_size = Some(MAX);
+    client.send(m1.clone(), Auth::Basic(PASSWORD)).await;
+    let mut answer = client
+        .send(sync_message(&m1, vec![], true), Auth::None)
+        .await;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut declared = None;
+    let mut whole = Vec::new();
+    for round in 0.. {
+        assert!(round < 20, "no progress");
+        let size = codec::encode(Encoding::Xml, &answer.message).unwrap().len();
+        assert!(size <= MAX as usize, "reply of {size} bytes");
+        let sync = answer.server_sync();
+        let mut statuses = Vec::new();
+        for (i, c) in sync.commands.iter().enumerate() {
+            let Command::Add(add) = c else {
+                panic!("{c:?}")
+            };
+            let item = &add.items[0];
+            let data = item.data.as_ref().unwrap().as_bytes().unwrap().to_vec();
+            let name = String::from_utf8_lossy(&data).contains("Big Picture") || !chunks.is_empty();
+            if item.more_data {
+                assert_eq!(i, sync.commands.len() - 1, "MoreData ends the message");
+                if chunks.is_empty() {
+                    declared = item.meta.as_ref().and_then(|m| m.size);
+                } else {
+                    assert!(item.meta.as_ref().and_then(|m| m.size).is_none());
+                }
+                chunks.push(data);
+            } else if name && !chunks.is_empty() {
+                chunks.push(data);
+                whole = chunks.concat();
+                chunks.clear();
+            }
+            statuses.push(Command::Status(Status {
+                cmd_id: (i + 1).to_string(),
+                msg_ref: Some(answer.message.header.msg_id.clone()),
+                cmd_ref: add.cmd_id.clone(),
+                cmd: "Add".into(),
+                code: if item.more_data { 213 } else { 201 },
+                ..Status::default()
+            }));
+        }
+        if answer.message.body.final_flag {
+            break;
+        }
+        statuses.push(Command::Alert(Alert {
+            cmd_id: (statuses.len() + 1).to_string(),
+            code: Some(222),
+            items: vec![Item {
+                target: Some(Location::new(client.url.clone())),
+                source: Some(Location::new(client.dev_id.clone())),
+                ..Item::default()
+            }],
+            ..Alert::default()
+        }));
+        answer = client
+            .send(
+                Message {
+                    header: m1.header.clone(),
+                    body: onebook_syncml::message::SyncBody {
+                        commands: statuses,
+                        final_flag: false,
+                    },
+                },
+                Auth::None,
+            )
+            .await;
+    }
+    let declared = declared.expect("a chunked item");
+    assert_eq!(whole.len() as u64, declared);
+    let card = String::from_utf8(whole).unwrap();
+    assert!(
+        card.starts_with("BEGIN:VCARD") && card.trim_end().ends_with("END:VCARD"),
+        "{card}"
+    );
+    let parsed = onebook_domain::vcard::parse_bytes(card.as_bytes())
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
+    let contact = onebook_domain::vcard::from_vcard(&parsed, "test");
+    assert_eq!(contact.photo.unwrap().data.unwrap(), photo);
+}

@@ -565,3 +565,76 @@ async fn syncevolution_photo_card_under_a_10k_message_limit() {
     let _ = std::fs::remove_dir_all(&root_a);
     let _ = std::fs::remove_dir_all(&root_b);
 }
+
+/// A card bigger than the client's 10 KB message limit (a 16 KB photo)
+/// goes down as a large object in chunks and arrives intact.
+#[tokio::test]
+async fn syncevolution_receives_a_card_larger_than_its_message_limit() {
+    for wbxml in [false, true] {
+        card_larger_than_the_message_limit(wbxml).await;
+    }
+}
+
+async fn card_larger_than_the_message_limit(wbxml: bool) {
+    use base64::Engine as _;
+    let stack = Stack::get();
+    let user = TestUser::sign_up(stack, "se-big").await;
+    // Incompressible, deterministic bytes.
+    let mut x: u32 = 0x1234_5678;
+    let bytes: Vec<u8> = (0..16 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let photo = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let response = user
+        .client
+        .post(format!("{}/api/v1/contacts", stack.edge_https))
+        .json(&serde_json::json!({
+            "formatted_name": "Big Picture",
+            "photo": {"media_type": "image/png", "data": photo},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let root = std::env::temp_dir().join(format!("onebook-se-{}", uuid::Uuid::new_v4().simple()));
+    let se = SyncEvolution::new(&root);
+    let url = format!("{}/sync", stack.edge_https);
+    se.configure(&Settings {
+        url: &url,
+        user: &user.email,
+        password: PASSWORD,
+        ca_file: &stack.ca_file,
+        wbxml,
+        auth: "md5",
+        uri: "contacts",
+        max_msg_size: 10240,
+    });
+    let slow = se.sync("slow");
+    assert_eq!(slow.exit, 0, "{}", slow.output);
+    assert_eq!(
+        slow.source_stat("stat-local-added-total"),
+        "1",
+        "{}",
+        slow.output
+    );
+    let card = std::fs::read_dir(&se.data)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .next()
+        .unwrap();
+    let unfolded = card.replace("\r\n ", "").replace("\n ", "");
+    let line = unfolded
+        .lines()
+        .find(|l| l.starts_with("PHOTO"))
+        .unwrap_or_default();
+    assert_eq!(line.rsplit(':').next().unwrap_or_default(), photo);
+    let quiet = se.sync("two-way");
+    assert_eq!(quiet.exit, 0, "{}", quiet.output);
+    assert_eq!(quiet.source_stat("stat-local-added-total"), "0");
+    let _ = std::fs::remove_dir_all(&root);
+}
