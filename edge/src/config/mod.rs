@@ -480,7 +480,11 @@ impl Cx<'_> {
                     ))
                 }
             };
-            let connect_retries = p.connect_retries.unwrap_or(servers.len() - 1);
+            // By default every other server gets one try, up to the cap: a pool of
+            // 40 servers is valid without spelling out connect_retries.
+            let connect_retries = p
+                .connect_retries
+                .unwrap_or((servers.len() - 1).min(MAX_CONNECT_RETRIES));
             if connect_retries > MAX_CONNECT_RETRIES {
                 return Err(self.err(
                     key("connect_retries"),

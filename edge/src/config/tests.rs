@@ -183,6 +183,20 @@ fn new_options_are_validated() {
 }
 
 #[test]
+fn a_large_pool_gets_capped_connect_retries_by_default() {
+    let servers: Vec<String> = (0..40)
+        .map(|i| format!("{{ address = \"127.0.0.1:{}\" }}", 9000 + i))
+        .collect();
+    let big = MINIMAL.replace(
+        "servers = [{ address = \"127.0.0.1:8101\" }]",
+        &format!("servers = [{}]", servers.join(", ")),
+    );
+    assert_eq!(parse_ok(&big).pools[0].connect_retries, MAX_CONNECT_RETRIES);
+    let explicit = big.replace("[pool.web]", "[pool.web]\nconnect_retries = 17");
+    assert_eq!(parse_err(&explicit).key, "pool.web.connect_retries");
+}
+
+#[test]
 fn defaults_are_filled_in() {
     let cfg = parse_ok(MINIMAL);
     assert_eq!(cfg.admin.listen, DEFAULT_ADMIN_LISTEN);
