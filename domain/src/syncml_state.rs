@@ -21,6 +21,21 @@ use uuid::Uuid;
 /// Expired sessions deleted along with each saved session message.
 pub const EXPIRED_SESSIONS_BATCH: i64 = 50;
 
+async fn purge_expired(
+    tx: &tokio_postgres::Transaction<'_>,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, DomainError> {
+    // Ordered by a unique key so both replicas pick the same rows.
+    tx.execute(
+        "DELETE FROM syncml_sessions WHERE id IN (SELECT id FROM syncml_sessions \
+         WHERE expires_at < $1 ORDER BY expires_at, id LIMIT $2)",
+        &[&now, &limit],
+    )
+    .await
+    .map_err(db)
+}
+
 fn base36(mut n: i64) -> String {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut out = Vec::new();
@@ -338,16 +353,15 @@ impl Domain {
                     )
                     .await
                     .map_err(db)?;
+                    // Housekeeping rides along with every saved message,
+                    // bounded so no request pays for a large backlog; steady
+                    // traffic keeps the table to live sessions plus at most a
+                    // few batches.
+                    purge_expired(tx, now, EXPIRED_SESSIONS_BATCH).await?;
                     Ok(())
                 })
             })
-            .await?;
-        // Housekeeping rides along with every saved message, bounded so no
-        // request pays for a large backlog; steady traffic keeps the table
-        // to live sessions plus at most a few batches.
-        self.purge_expired_syncml_sessions(EXPIRED_SESSIONS_BATCH)
-            .await?;
-        Ok(())
+            .await
     }
 
     /// Deletes up to `limit` expired sessions (oldest first); returns how
@@ -356,16 +370,7 @@ impl Domain {
         let now = Utc::now();
         self.pools
             .write(self.pools.directory_shard(), move |tx| {
-                Box::pin(async move {
-                    // Ordered by a unique key so both replicas pick the same rows.
-                    tx.execute(
-                        "DELETE FROM syncml_sessions WHERE id IN (SELECT id FROM syncml_sessions \
-                         WHERE expires_at < $1 ORDER BY expires_at, id LIMIT $2)",
-                        &[&now, &limit],
-                    )
-                    .await
-                    .map_err(db)
-                })
+                Box::pin(async move { purge_expired(tx, now, limit).await })
             })
             .await
     }
