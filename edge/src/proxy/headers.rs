@@ -28,8 +28,38 @@ pub fn request_id(req: &RequestHeader) -> HeaderValue {
         }
     }
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    let s = new_request_uuid().hyphenated().encode_lower(&mut buf);
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// A UUID v4 from a per-thread generator seeded once from the OS. `Uuid::new_v4` makes a
+/// `getrandom` syscall for every id, i.e. on every request; an id only has to be unique,
+/// not secret (clients may send their own anyway).
+fn new_request_uuid() -> uuid::Uuid {
+    use std::cell::Cell;
+    thread_local! {
+        // Two SplitMix64 counters; random seeds keep threads (and restarts) apart.
+        static STATE: Cell<(u64, u64)> = Cell::new(uuid::Uuid::new_v4().as_u64_pair());
+    }
+    const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+    let (a, b) = STATE.with(|s| {
+        let (a, b) = s.get();
+        let next = (a.wrapping_add(GAMMA), b.wrapping_add(GAMMA));
+        s.set(next);
+        next
+    });
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&splitmix64(a).to_le_bytes());
+    bytes[8..].copy_from_slice(&splitmix64(b).to_le_bytes());
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
+/// SplitMix64's output function: a bijection, so distinct counter values give distinct
+/// outputs.
+fn splitmix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// The declared `Content-Length`, `None` when absent or unreadable (the streamed body
@@ -91,11 +121,14 @@ pub fn add_forwarded(
     tls: bool,
     request_id: Option<&HeaderValue>,
 ) -> Result<()> {
-    let client_ip = session
+    if let Some(ip) = session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string());
-    if let Some(ip) = &client_ip {
+        .map(|a| a.ip())
+    {
+        // Formatted once and shared (not copied) by both headers when the client sent no
+        // X-Forwarded-For, the usual case.
+        let ip = ip.to_string();
         let mut xff = String::new();
         for v in upstream.headers.get_all(X_FORWARDED_FOR) {
             if let Ok(s) = v.to_str() {
@@ -106,9 +139,15 @@ pub fn add_forwarded(
                 }
             }
         }
-        xff.push_str(ip);
-        upstream.insert_header(X_FORWARDED_FOR, xff)?;
-        upstream.insert_header(X_REAL_IP, ip.as_str())?;
+        let real_ip = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip))
+            .map_err(|_| pingora::Error::explain(pingora::ErrorType::InternalError, "client ip"))?;
+        if xff.is_empty() {
+            upstream.insert_header(X_FORWARDED_FOR, real_ip.clone())?;
+        } else {
+            xff.push_str(real_ip.to_str().unwrap_or_default());
+            upstream.insert_header(X_FORWARDED_FOR, xff)?;
+        }
+        upstream.insert_header(X_REAL_IP, real_ip)?;
     }
     upstream.insert_header(X_FORWARDED_PROTO, if tls { "https" } else { "http" })?;
     let host = session
@@ -159,6 +198,25 @@ mod tests {
         assert_eq!(request_id(&r), "abc-123");
         r.insert_header(X_REQUEST_ID, "has space").expect("id");
         assert_eq!(request_id(&r).len(), 36);
+    }
+
+    #[test]
+    fn generated_request_ids_are_distinct_v4_uuids() {
+        let r = req("x");
+        let ids: std::collections::HashSet<_> = (0..10_000)
+            .map(|_| {
+                let id = request_id(&r);
+                let uuid = uuid::Uuid::parse_str(id.to_str().expect("ascii")).expect("uuid");
+                assert_eq!(uuid.get_version(), Some(uuid::Version::Random));
+                assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122);
+                id
+            })
+            .collect();
+        assert_eq!(ids.len(), 10_000);
+        let other = std::thread::spawn(move || request_id(&req("x")))
+            .join()
+            .expect("thread");
+        assert!(!ids.contains(&other));
     }
 
     #[test]
