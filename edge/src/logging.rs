@@ -57,6 +57,14 @@ struct Noise {
 }
 
 impl<S: Subscriber> Layer<S> for Noise {
+    /// Noise only vetoes, it never wants more than the fmt layer's filter. Without a hint
+    /// the global level (and the `log` crate's max level, which `try_init` copies) stays
+    /// at TRACE, and every one of Pingora's `debug!`/`trace!` calls on the request path
+    /// is turned into a tracing event only to be filtered out.
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::OFF)
+    }
+
     fn event_enabled(&self, event: &Event<'_>, _cx: Context<'_, S>) -> bool {
         let level = *event.metadata().level();
         if level > Level::WARN {
