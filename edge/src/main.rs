@@ -9,6 +9,12 @@ use onebook_edge::{config, server, tls};
 
 mod reload;
 
+/// mimalloc instead of glibc malloc: Pingora allocates and frees per request (header maps,
+/// buffers), and glibc's arena bookkeeping (`malloc_consolidate`, `unlink_chunk`) showed up
+/// in profiles under load. Only the binary: the library and its tests keep the default.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "edge", version, about = "Onebook edge proxy and load balancer")]
 struct Cli {
