@@ -138,6 +138,11 @@ fn server_conf(config: &Config) -> Result<ServerConf> {
         pid_file: path("edge.pid"),
         upgrade_sock: path("edge-upgrade.sock"),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool,
+        // With one thread there is nothing to steal from: Pingora then runs each service
+        // on a current-thread runtime, without the multi-thread scheduler's cross-thread
+        // queues and wakeups. With more threads stealing stays on, since Pingora keeps an
+        // accepted connection on the accepting thread otherwise.
+        work_stealing: s.threads > 1,
         ..ServerConf::default()
     })
 }
