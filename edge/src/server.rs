@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::protocols::ALPN;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
@@ -19,6 +20,12 @@ use crate::error::{Error, Result};
 use crate::proxy::downstream::{ConnMetrics, Guarded, Limits};
 use crate::proxy::EdgeProxy;
 use crate::state::EdgeState;
+
+/// Read buffer of each downstream connection, allocated for the connection's whole life
+/// (Pingora's default is 64 KiB, most of an idle keep-alive connection's memory). 16 KiB
+/// holds a full TLS record, like HAProxy's default `bufsize`; it limits nothing (heads up
+/// to `max_header_size` and bodies of any size just take more reads).
+const READ_BUFFER: usize = 16 * 1024;
 
 /// Builds every service and runs until SIGTERM (graceful) or SIGINT (fast). Returns once
 /// Pingora has stopped.
@@ -68,8 +75,10 @@ pub fn run(config: Config, upgrade: bool) -> Result<()> {
         let guarded = Guarded::new(app, limits, state.metrics.rejections(&l.name), conn_metrics);
         let mut service = Service::new(format!("listener {}", l.name), guarded);
         let addr = l.address.to_string();
+        let endpoint =
+            ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::default().read(READ_BUFFER));
         match state.resolver(&l.name) {
-            None => service.add_tcp(&addr),
+            None => service.add_listener(endpoint),
             Some(resolver) => {
                 // Paths are ignored once a resolver is set; ours holds pre-parsed certs,
                 // so Pingora's panicking file loader never runs.
@@ -77,7 +86,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<()> {
                     .map_err(|e| Error::Setup(format!("listener {}: {e}", l.name)))?;
                 tls.set_cert_resolver(resolver);
                 tls.set_alpn(if l.h2 { ALPN::H2H1 } else { ALPN::H1 });
-                service.add_tls_with_settings(&addr, None, tls);
+                service.add_listener(endpoint.tls(tls));
             }
         }
         server.add_service(service);
