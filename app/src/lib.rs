@@ -11,7 +11,9 @@ mod auth;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use onebook_domain::Domain;
-use onebook_service::{plumbing_routes, track_metrics, HttpMetrics, Plumbing};
+use onebook_service::{
+    plumbing_routes, refuse_oversized_bodies, track_metrics, HttpMetrics, Plumbing,
+};
 use std::sync::Arc;
 
 /// Shared state of every handler.
@@ -42,5 +44,9 @@ pub fn router(
         .with_state(state)
         .merge(plumbing_routes(plumbing))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body_bytes,
+            refuse_oversized_bodies,
+        ))
         .layer(axum::middleware::from_fn_with_state(metrics, track_metrics))
 }
