@@ -683,11 +683,18 @@ pub async fn wait_busy<'a>(
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let status = admin_status(edge, token).await;
-        if let Some(c) = servers
+        let in_flight: Vec<_> = servers
             .iter()
-            .find(|c| status_server(&status, pool, c.addr)["in_flight"] == 1)
-        {
-            return c;
+            .map(|c| status_server(&status, pool, c.addr)["in_flight"].clone())
+            .collect();
+        // Exactly one busy server and the others at 0: a request that has just
+        // been answered may still be counted for a moment, and must not be
+        // mistaken for the held one.
+        let busy: Vec<_> = in_flight.iter().filter(|n| **n == 1).collect();
+        if busy.len() == 1 && in_flight.iter().all(|n| *n == 0 || *n == 1) {
+            if let Some(i) = in_flight.iter().position(|n| *n == 1) {
+                return servers[i];
+            }
         }
         assert!(Instant::now() < deadline, "no request in flight: {status}");
         tokio::time::sleep(Duration::from_millis(20)).await;
