@@ -10,15 +10,8 @@ async fn api_tokens_authenticate_scripts_until_revoked() {
     let stack = Stack::get();
     let user = TestUser::sign_up(stack, "tokens").await;
     let created: Value = user
-        .client
-        .post(format!("{}/api/v1/tokens", stack.edge_https))
-        .json(&json!({"name": "backup script"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .post_json(stack, "/api/v1/tokens", &json!({"name": "backup script"}))
+        .await;
     let secret = created["token"].as_str().unwrap().to_string();
     assert!(secret.starts_with("obk_"));
     // A client without cookies, only the token.

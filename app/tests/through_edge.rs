@@ -254,15 +254,12 @@ async fn racing_writers_leave_both_nodes_attached_and_identical() {
     let stack = Stack::get();
     let user = TestUser::sign_up(stack, "racing").await;
     let created: Value = user
-        .client
-        .post(format!("{}/api/v1/contacts", stack.edge_https))
-        .json(&json!({"formatted_name": "Contested"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .post_json(
+            stack,
+            "/api/v1/contacts",
+            &json!({"formatted_name": "Contested"}),
+        )
+        .await;
     let url = format!(
         "{}/api/v1/contacts/{}",
         stack.edge_https,

@@ -466,25 +466,14 @@ impl Domain {
         dev_id: &str,
         datastore: &str,
     ) -> Result<HashMap<String, Uuid>, DomainError> {
-        let (user_id, dev_id, datastore) = (viewer.id, dev_id.to_string(), datastore.to_string());
-        self.pools
-            .read(viewer.shard, move |client| {
-                let (dev_id, datastore) = (dev_id.clone(), datastore.clone());
-                Box::pin(async move {
-                    Ok(client
-                        .query(
-                            "SELECT guid, contact_id FROM syncml_guids WHERE user_id = $1 AND dev_id = $2 \
-                             AND datastore = $3",
-                            &[&user_id, &dev_id, &datastore],
-                        )
-                        .await
-                        .map_err(db)?
-                        .iter()
-                        .map(|r| (r.get(0), r.get(1)))
-                        .collect())
-                })
-            })
-            .await
+        self.device_pairs(
+            viewer,
+            "SELECT guid, contact_id FROM syncml_guids WHERE user_id = $1 AND dev_id = $2 \
+             AND datastore = $3",
+            dev_id,
+            datastore,
+        )
+        .await
     }
 
     /// The device's DevInf document as the client last sent it.
@@ -606,16 +595,34 @@ impl Domain {
         dev_id: &str,
         datastore: &str,
     ) -> Result<Vec<(String, Uuid)>, DomainError> {
+        self.device_pairs(
+            viewer,
+            "SELECT luid, contact_id FROM syncml_maps WHERE user_id = $1 AND dev_id = $2 AND datastore = $3",
+            dev_id,
+            datastore,
+        )
+        .await
+    }
+
+    /// Runs `sql` (selecting a text id and a contact id, with parameters user,
+    /// device, datastore) and collects the pairs.
+    async fn device_pairs<C>(
+        &self,
+        viewer: &Viewer,
+        sql: &'static str,
+        dev_id: &str,
+        datastore: &str,
+    ) -> Result<C, DomainError>
+    where
+        C: FromIterator<(String, Uuid)> + Send,
+    {
         let (user_id, dev_id, datastore) = (viewer.id, dev_id.to_string(), datastore.to_string());
         self.pools
             .read(viewer.shard, move |client| {
                 let (dev_id, datastore) = (dev_id.clone(), datastore.clone());
                 Box::pin(async move {
                     Ok(client
-                        .query(
-                            "SELECT luid, contact_id FROM syncml_maps WHERE user_id = $1 AND dev_id = $2 AND datastore = $3",
-                            &[&user_id, &dev_id, &datastore],
-                        )
+                        .query(sql, &[&user_id, &dev_id, &datastore])
                         .await
                         .map_err(db)?
                         .iter()

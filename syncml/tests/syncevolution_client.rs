@@ -94,7 +94,7 @@ async fn syncevolution_slow_then_two_way_through_the_edge() {
     se.configure(&settings);
     let two_way = se.sync("two-way");
     assert_eq!(two_way.exit, 0, "{}", two_way.output);
-    assert_eq!(two_way.source_stat("mode"), "two-way", "{}", two_way.output);
+    two_way.assert_source_stat("mode", "two-way");
     assert_eq!(two_way.source_stat("stat-local-added-total"), "1");
     assert_eq!(two_way.source_stat("stat-remote-updated-total"), "1");
     assert_eq!(two_way.source_stat("stat-remote-removed-total"), "1");
@@ -128,12 +128,7 @@ async fn syncevolution_slow_then_two_way_through_the_edge() {
         "remote-updated",
         "remote-removed",
     ] {
-        assert_eq!(
-            quiet.source_stat(&format!("stat-{key}-total")),
-            "0",
-            "{key}: {}",
-            quiet.output
-        );
+        quiet.assert_source_stat(&format!("stat-{key}-total"), "0");
     }
     let _ = std::fs::remove_dir_all(&root);
 }
@@ -173,12 +168,7 @@ async fn syncevolution_receives_a_split_server_package() {
     });
     let slow = se.sync("slow");
     assert_eq!(slow.exit, 0, "{}", slow.output);
-    assert_eq!(
-        slow.source_stat("stat-local-added-total"),
-        "60",
-        "{}",
-        slow.output
-    );
+    slow.assert_source_stat("stat-local-added-total", "60");
     assert_eq!(std::fs::read_dir(&se.data).unwrap().count(), 60);
     let quiet = se.sync("two-way");
     assert_eq!(quiet.exit, 0, "{}", quiet.output);
@@ -265,13 +255,8 @@ async fn six_sync_types(wbxml: bool) {
     let o = se.sync("one-way-from-client");
     // SyncEvolution reports the type from its own side.
     check(&o, "one-way-from-local");
-    assert_eq!(
-        o.source_stat("stat-remote-updated-total"),
-        "1",
-        "{}",
-        o.output
-    );
-    assert_eq!(o.source_stat("stat-local-added-total"), "0", "{}", o.output);
+    o.assert_source_stat("stat-remote-updated-total", "1");
+    o.assert_source_stat("stat-local-added-total", "0");
     let server = contact_names(stack, &user).await;
     assert!(
         server.contains(&"Ольга Петрова-Иванова".to_owned()),
@@ -288,13 +273,8 @@ async fn six_sync_types(wbxml: bool) {
     let o = se.sync("one-way-from-server");
     // SyncEvolution reports the type from its own side.
     check(&o, "one-way-from-remote");
-    assert_eq!(o.source_stat("stat-local-added-total"), "1", "{}", o.output);
-    assert_eq!(
-        o.source_stat("stat-remote-updated-total"),
-        "0",
-        "{}",
-        o.output
-    );
+    o.assert_source_stat("stat-local-added-total", "1");
+    o.assert_source_stat("stat-remote-updated-total", "0");
     assert!(device_names(&se).contains(&"Web One".to_owned()));
 
     // Refresh from the client: the server ends up with exactly the device's
@@ -333,13 +313,8 @@ async fn six_sync_types(wbxml: bool) {
     .unwrap();
     let o = se.sync("two-way");
     check(&o, "two-way");
-    assert_eq!(o.source_stat("stat-local-added-total"), "1", "{}", o.output);
-    assert_eq!(
-        o.source_stat("stat-remote-added-total"),
-        "1",
-        "{}",
-        o.output
-    );
+    o.assert_source_stat("stat-local-added-total", "1");
+    o.assert_source_stat("stat-remote-added-total", "1");
     let server = contact_names(stack, &user).await;
     assert_eq!(server.len(), 8, "{server:?}");
     assert_eq!(device_names(&se), server);
@@ -487,12 +462,7 @@ async fn syncevolution_conflicting_edits_merge() {
     // Both sides agree: nothing more to exchange.
     let quiet = se.sync("two-way");
     assert_eq!(quiet.exit, 0, "{}", quiet.output);
-    assert_eq!(
-        quiet.source_stat("stat-remote-updated-total"),
-        "0",
-        "{}",
-        quiet.output
-    );
+    quiet.assert_source_stat("stat-remote-updated-total", "0");
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -531,12 +501,7 @@ async fn syncevolution_photo_card_under_a_10k_message_limit() {
     b.configure(&settings);
     let slow = b.sync("slow");
     assert_eq!(slow.exit, 0, "{}", slow.output);
-    assert_eq!(
-        slow.source_stat("stat-local-added-total"),
-        "5",
-        "{}",
-        slow.output
-    );
+    slow.assert_source_stat("stat-local-added-total", "5");
     let anna = std::fs::read_dir(&b.data)
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -616,12 +581,7 @@ async fn card_larger_than_the_message_limit(wbxml: bool) {
     });
     let slow = se.sync("slow");
     assert_eq!(slow.exit, 0, "{}", slow.output);
-    assert_eq!(
-        slow.source_stat("stat-local-added-total"),
-        "1",
-        "{}",
-        slow.output
-    );
+    slow.assert_source_stat("stat-local-added-total", "1");
     let card = std::fs::read_dir(&se.data)
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())

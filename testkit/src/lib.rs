@@ -231,6 +231,28 @@ impl TestUser {
             .unwrap_or_else(|e| panic!("GET {url}: body is not JSON: {e}"))
     }
 
+    /// POST `body` as JSON to `path` through the edge as this user and decode
+    /// the JSON reply, whatever its status.
+    pub async fn post_json(
+        &self,
+        stack: &Stack,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> serde_json::Value {
+        let url = format!("{}{path}", stack.edge_https);
+        let response = self
+            .client
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: body is not JSON: {e}"))
+    }
+
     /// Index of this user's shard (shard names are `shard1`, `shard2`, ...).
     pub fn shard_index(&self) -> usize {
         self.shard

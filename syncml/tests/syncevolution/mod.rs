@@ -38,6 +38,12 @@ impl Outcome {
     pub fn source_stat(&self, key: &str) -> String {
         self.stat(&format!("source-{DATASTORE}-{key}"))
     }
+
+    /// Asserts a datastore counter, showing the client's output if it differs.
+    #[track_caller]
+    pub fn assert_source_stat(&self, key: &str, expected: &str) {
+        assert_eq!(self.source_stat(key), expected, "{key}: {}", self.output);
+    }
 }
 
 fn run(cmd: &mut Command) -> std::process::Output {
