@@ -26,11 +26,27 @@ async fn purge_expired(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<u64, DomainError> {
-    // Ordered by a unique key so both replicas pick the same rows.
+    // The rows are chosen here and deleted by primary key. A DELETE whose own
+    // subquery picks them would be evaluated by each node at a different
+    // moment: a concurrent purge left node 0 choosing 0 rows and node 1 the
+    // next 50, and pgpool detached a node (docs/datatier.md).
+    let expired: Vec<String> = tx
+        .query(
+            "SELECT id FROM syncml_sessions WHERE expires_at < $1 ORDER BY expires_at, id LIMIT $2",
+            &[&now, &limit],
+        )
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    // Re-checked under the row lock: a session extended meanwhile stays.
     tx.execute(
-        "DELETE FROM syncml_sessions WHERE id IN (SELECT id FROM syncml_sessions \
-         WHERE expires_at < $1 ORDER BY expires_at, id LIMIT $2)",
-        &[&now, &limit],
+        "DELETE FROM syncml_sessions WHERE id = ANY($1) AND expires_at < $2",
+        &[&expired, &now],
     )
     .await
     .map_err(db)
