@@ -18,6 +18,7 @@ use crate::balance::health::HealthChecker;
 use crate::config::model::Config;
 use crate::error::{Error, Result};
 use crate::proxy::downstream::{ConnMetrics, Guarded, Limits};
+use crate::proxy::fast::FastPath;
 use crate::proxy::EdgeProxy;
 use crate::state::EdgeState;
 
@@ -72,7 +73,19 @@ pub fn run(config: Config, upgrade: bool) -> Result<()> {
                 )
             }),
         };
-        let guarded = Guarded::new(app, limits, state.metrics.rejections(&l.name), conn_metrics);
+        let fast = FastPath {
+            listener: Arc::from(l.name.as_str()),
+            tls: l.tls.is_some(),
+            state: state.clone(),
+            keepalive_pool: config.server.upstream_keepalive_pool,
+        };
+        let guarded = Guarded::new(
+            app,
+            limits,
+            state.metrics.rejections(&l.name),
+            conn_metrics,
+            l.fast_path.then_some(fast),
+        );
         let mut service = Service::new(format!("listener {}", l.name), guarded);
         let addr = l.address.to_string();
         let endpoint =

@@ -157,15 +157,17 @@ fn listener_changes(old: &Config, new: &Config) -> Vec<String> {
                     o.idle_timeout,
                     o.max_header_size,
                     o.max_connections,
+                    o.fast_path,
                 ) != (
                     n.header_timeout,
                     n.idle_timeout,
                     n.max_header_size,
                     n.max_connections,
+                    n.fast_path,
                 ) =>
             {
                 out.push(format!(
-                    "listener `{}` changed header_timeout/idle_timeout/max_header_size/max_connections; restart to apply",
+                    "listener `{}` changed header_timeout/idle_timeout/max_header_size/max_connections/fast_path; restart to apply",
                     n.name
                 ));
             }

@@ -327,7 +327,7 @@ fn hash_key<'a>(session: &'a Session, key: &HashKey, buf: &'a mut Vec<u8>) -> &'
 }
 
 /// Finds `name=value` in one `Cookie` header value.
-fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+pub(crate) fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     header.split(|b| *b == b';').find_map(|pair| {
         let pair = pair.trim_ascii();
         let eq = pair.iter().position(|b| *b == b'=')?;

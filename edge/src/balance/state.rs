@@ -9,13 +9,30 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::model::Pool;
 
-#[derive(Default)]
 pub struct ServerState {
     in_flight: AtomicUsize,
     drained: AtomicBool,
+    /// Process-unique number: indexes the per-thread pools of idle upstream connections
+    /// (`proxy::fast::idle`), which therefore survive reloads like this state does.
+    slot: usize,
+}
+
+impl Default for ServerState {
+    fn default() -> Self {
+        static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+        ServerState {
+            in_flight: AtomicUsize::new(0),
+            drained: AtomicBool::new(false),
+            slot: NEXT_SLOT.fetch_add(1, Relaxed),
+        }
+    }
 }
 
 impl ServerState {
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Relaxed)
     }

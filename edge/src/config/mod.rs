@@ -368,6 +368,7 @@ impl Cx<'_> {
                 idle_timeout,
                 max_header_size,
                 max_connections,
+                fast_path: l.fast_path.unwrap_or(true),
             });
         }
         Ok(out)

@@ -93,6 +93,8 @@ pub struct Listener {
     pub max_header_size: usize,
     /// Connections beyond this many open ones are closed at once.
     pub max_connections: Option<usize>,
+    /// Plain HTTP/1.1 requests bypass Pingora's per-request session (`proxy::fast`).
+    pub fast_path: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -125,6 +125,7 @@ max_body_size = "10m"
 header_timeout = "5s"
 max_header_size = "16k"
 max_connections = 100
+fast_path = false
 
 [[route]]
 pool = "web"
@@ -147,6 +148,7 @@ retry_idempotent = false
     assert_eq!(l.max_body_size, Some(10 << 20));
     assert_eq!(l.max_header_size, 16 << 10);
     assert_eq!(l.max_connections, Some(100));
+    assert!(!l.fast_path);
     assert_eq!(cfg.routes[0].max_body_size, Some(1024));
     let web = &cfg.pools[0];
     assert_eq!(web.algorithm, Algorithm::LeastConn);
@@ -202,7 +204,7 @@ fn defaults_are_filled_in() {
     assert_eq!(cfg.admin.listen, DEFAULT_ADMIN_LISTEN);
     assert_eq!(cfg.server.state_dir, Path::new("/srv/onebook/.stack/edge"));
     let l = &cfg.listeners[0];
-    assert!(l.tls.is_none() && !l.h2);
+    assert!(l.tls.is_none() && !l.h2 && l.fast_path);
     let p = &cfg.pools[0];
     assert_eq!((p.servers[0].weight, p.connect_retries), (1, 0));
     assert_eq!(cfg.routes[0].path_prefix, "/");

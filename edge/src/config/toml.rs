@@ -74,6 +74,7 @@ pub(super) struct ListenerToml {
     pub idle_timeout: Option<Duration>,
     pub max_header_size: Option<Spanned<Size>>,
     pub max_connections: Option<Spanned<usize>>,
+    pub fast_path: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

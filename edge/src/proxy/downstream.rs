@@ -11,6 +11,7 @@
 
 use std::fmt;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -30,6 +31,8 @@ use pingora::protocols::{
 use pingora::server::ShutdownWatch;
 use prometheus::{IntCounter, IntGauge};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::fast::{FastPath, Served};
 
 /// What one listener enforces before a request reaches the proxy.
 #[derive(Debug, Clone)]
@@ -61,16 +64,25 @@ pub struct Guarded<A> {
     open: Arc<AtomicUsize>,
     rejected: Rejections,
     metrics: ConnMetrics,
+    /// Takes the plain HTTP/1.1 requests it can before they reach Pingora (`None`: off).
+    fast: Option<FastPath>,
 }
 
 impl<A> Guarded<A> {
-    pub fn new(inner: A, limits: Limits, rejected: Rejections, metrics: ConnMetrics) -> Self {
+    pub fn new(
+        inner: A,
+        limits: Limits,
+        rejected: Rejections,
+        metrics: ConnMetrics,
+        fast: Option<FastPath>,
+    ) -> Self {
         Guarded {
             inner: Arc::new(inner),
             limits,
             open: Arc::default(),
             rejected,
             metrics,
+            fast,
         }
     }
 }
@@ -118,6 +130,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         let mut conn = Box::new(Conn {
             inner: stream,
             buf: BytesMut::new(),
+            client_ip: None,
             _slot: slot,
             _open: OpenGauge(self.metrics.open.clone()),
         });
@@ -146,6 +159,17 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             }
             if !reused && h2c && conn.buf.starts_with(H2_PREFACE) {
                 return ServerApp::process_new(&self.inner, conn, shutdown).await;
+            }
+            if let Some(fast) = &self.fast {
+                let shutting_down = *shutdown.borrow();
+                match fast.serve(&mut conn, shutting_down).await {
+                    Served::Done { keep_alive: true } => {
+                        reused = true;
+                        continue;
+                    }
+                    Served::Done { keep_alive: false } => return None,
+                    Served::NotHandled => {}
+                }
             }
             let mut session = ServerSession::new_http1(conn);
             if *shutdown.borrow() {
@@ -205,7 +229,10 @@ impl Drop for OpenGauge {
 /// A downstream connection whose already-read bytes are served before the socket's.
 pub struct Conn {
     inner: Stream,
-    buf: BytesMut,
+    /// Read ahead of the parser: at least the current request's complete head.
+    pub(crate) buf: BytesMut,
+    /// The peer's address, looked up once (`None` until the first lookup).
+    client_ip: Option<Option<IpAddr>>,
     _slot: Option<Slot>,
     _open: OpenGauge,
 }
@@ -214,6 +241,13 @@ pub struct Conn {
 const HEADER_BUF: usize = 4096;
 
 impl Conn {
+    pub(crate) fn client_ip(&mut self) -> Option<IpAddr> {
+        *self.client_ip.get_or_insert_with(|| {
+            let digest = self.inner.get_socket_digest()?;
+            Some(digest.peer_addr()?.as_inet()?.ip())
+        })
+    }
+
     async fn read_header(
         &mut self,
         limits: &Limits,

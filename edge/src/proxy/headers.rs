@@ -22,14 +22,25 @@ const MAX_REQUEST_ID: usize = 128;
 /// sane, else makes a UUID v4.
 pub fn request_id(req: &RequestHeader) -> HeaderValue {
     if let Some(v) = req.headers.get(X_REQUEST_ID) {
-        let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| c.is_ascii_graphic()) {
+        if acceptable_request_id(v.as_bytes()) {
             return v.clone();
         }
     }
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let s = new_request_uuid().hyphenated().encode_lower(&mut buf);
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Whether a client's `X-Request-Id` is passed on rather than replaced.
+pub fn acceptable_request_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.iter().all(|c| c.is_ascii_graphic())
+}
+
+/// Appends a fresh request id (a UUID v4, as [`request_id`] makes) to `out`.
+pub fn push_new_request_id(out: &mut Vec<u8>) {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let s = new_request_uuid().hyphenated().encode_lower(&mut buf);
+    out.extend_from_slice(s.as_bytes());
 }
 
 /// A UUID v4 from a per-thread generator seeded once from the OS. `Uuid::new_v4` makes a
@@ -80,6 +91,11 @@ pub fn request_host(req: &RequestHeader) -> Cow<'_, str> {
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.host())
         .unwrap_or("");
+    normalize_host(raw)
+}
+
+/// A `Host` value as routes match it: lower-case, without port or IPv6 brackets.
+pub fn normalize_host(raw: &str) -> Cow<'_, str> {
     let host = strip_port(raw);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())

@@ -1,6 +1,7 @@
 //! The request path: one `EdgeProxy` per listener, all sharing `EdgeState`.
 
 pub mod downstream;
+pub mod fast;
 mod headers;
 pub mod routing;
 
@@ -50,10 +51,10 @@ pub struct Ctx {
 }
 
 /// Counts a request as in flight for as long as its context lives.
-struct InFlight(Arc<AtomicUsize>);
+pub(crate) struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
-    fn new(counter: &Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(counter: &Arc<AtomicUsize>) -> Self {
         counter.fetch_add(1, Ordering::Relaxed);
         InFlight(counter.clone())
     }
@@ -424,23 +425,9 @@ impl ProxyHttp for EdgeProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map(|r| r.status.as_u16());
-        let class = class_index(status);
         let elapsed = ctx.started.elapsed();
         if let Some(table) = &ctx.table {
-            let row = match ctx.route.and_then(|r| table.routes.get(r)) {
-                None => &table.unrouted,
-                Some(route) => {
-                    route.metrics.duration.observe(elapsed.as_secs_f64());
-                    &route.metrics
-                }
-            };
-            let counters = ctx
-                .server
-                .and_then(|s| row.by_server.get(s))
-                .unwrap_or(&row.no_server);
-            if let Some(c) = counters.get(class) {
-                c.inc();
-            }
+            count_request(table, ctx.route, ctx.server, status, elapsed);
         }
         // The request is over for balancing purposes before the log line is queued.
         ctx.lease = None;
@@ -487,6 +474,30 @@ impl ProxyHttp for EdgeProxy {
             request_id = ?ctx.request_id,
             error = e.map(|e| e.to_string()),
         );
+    }
+}
+
+/// Request metrics of one finished request: the route's duration histogram and the
+/// requests counter by route, server and status class (`None`: no response was sent).
+pub(crate) fn count_request(
+    table: &RoutingTable,
+    route: Option<usize>,
+    server: Option<usize>,
+    status: Option<u16>,
+    elapsed: std::time::Duration,
+) {
+    let row = match route.and_then(|r| table.routes.get(r)) {
+        None => &table.unrouted,
+        Some(route) => {
+            route.metrics.duration.observe(elapsed.as_secs_f64());
+            &route.metrics
+        }
+    };
+    let counters = server
+        .and_then(|s| row.by_server.get(s))
+        .unwrap_or(&row.no_server);
+    if let Some(c) = counters.get(class_index(status)) {
+        c.inc();
     }
 }
 
