@@ -22,11 +22,15 @@ use crate::proxy::fast::FastPath;
 use crate::proxy::EdgeProxy;
 use crate::state::EdgeState;
 
-/// Read buffer of each downstream connection, allocated for the connection's whole life
+/// Pingora's read buffer of each TLS connection, allocated for the connection's whole life
 /// (Pingora's default is 64 KiB, most of an idle keep-alive connection's memory). 16 KiB
-/// holds a full TLS record, like HAProxy's default `bufsize`; it limits nothing (heads up
-/// to `max_header_size` and bodies of any size just take more reads).
-const READ_BUFFER: usize = 16 * 1024;
+/// holds a full TLS record, like HAProxy's default `bufsize`, so rustls gets a record per
+/// read; it limits nothing (heads and bodies of any size just take more reads).
+const TLS_READ_BUFFER: usize = 16 * 1024;
+/// Plain connections get none: the edge reads each request head into its own buffer
+/// (`downstream::Conn`), which an idle connection gives back, so a second buffer would
+/// only copy bytes and hold memory.
+const PLAIN_READ_BUFFER: usize = 0;
 
 /// Builds every service and runs until SIGTERM (graceful) or SIGINT (fast). Returns once
 /// Pingora has stopped.
@@ -88,8 +92,13 @@ pub fn run(config: Config, upgrade: bool) -> Result<()> {
         );
         let mut service = Service::new(format!("listener {}", l.name), guarded);
         let addr = l.address.to_string();
+        let read_buffer = if l.tls.is_some() {
+            TLS_READ_BUFFER
+        } else {
+            PLAIN_READ_BUFFER
+        };
         let endpoint =
-            ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::default().read(READ_BUFFER));
+            ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::default().read(read_buffer));
         match state.resolver(&l.name) {
             None => service.add_listener(endpoint),
             Some(resolver) => {

@@ -626,3 +626,31 @@ async fn requests_left_to_pingora_share_the_connection_with_fast_ones() {
         "fast requests reuse pooled connections: {metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_parked_while_idle_serves_its_next_requests() {
+    let web = upstream("web-1").await;
+    let mut setup = Setup::new("fast-parked");
+    setup.route("pool = \"web\"").pool("web", &[web]);
+    let edge = setup.start();
+    let mut client = Client::connect(edge.http).await;
+    for round in 0..3 {
+        client.send(&get(&format!("/r{round}"))).await;
+        let resp = client.response(false).await;
+        let body: Value = serde_json::from_slice(&resp.body).expect("json");
+        assert_eq!(body["path"], format!("/r{round}"));
+        // Longer than the edge keeps an idle connection's buffer (250 ms).
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    // A request arriving in pieces after parking, and a pipelined pair, still parse.
+    client.send(b"GET /sl").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut rest = b"ow HTTP/1.1\r\nHost: h\r\n\r\n".to_vec();
+    rest.extend_from_slice(&get("/after"));
+    client.send(&rest).await;
+    for path in ["/slow", "/after"] {
+        let resp = client.response(false).await;
+        let body: Value = serde_json::from_slice(&resp.body).expect("json");
+        assert_eq!(body["path"], path);
+    }
+}
