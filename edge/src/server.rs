@@ -39,6 +39,7 @@ const PLAIN_READ_BUFFER: usize = 0;
 /// bound: start the new process first, then send SIGQUIT to the old one, which hands its
 /// sockets over through `state_dir` and drains (Pingora's zero-downtime upgrade; Linux).
 pub fn run(config: Config, upgrade: bool) -> Result<()> {
+    crate::tls::install_crypto_provider();
     let conf = server_conf(&config)?;
     let state = EdgeState::new(config.clone())?;
 

@@ -143,7 +143,7 @@ pub fn verify_dev_leaf(ca_pem: &Path, leaf_pem: &Path, at: SystemTime) -> Result
     }
     let verifier = WebPkiServerVerifier::builder_with_provider(
         Arc::new(roots),
-        Arc::new(rustls::crypto::ring::default_provider()),
+        Arc::new(super::crypto_provider()),
     )
     .build()
     .map_err(|e| Error::tls(ca_pem, e))?;

@@ -34,7 +34,7 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>> {
     let chain = read_cert_chain(cert)?;
     let key_der = read_private_key(key)?;
-    let provider = rustls::crypto::ring::default_provider();
+    let provider = super::crypto_provider();
     let certified = CertifiedKey::from_der(chain, key_der, &provider).map_err(|e| {
         Error::tls(
             key,
