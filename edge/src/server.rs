@@ -27,10 +27,14 @@ use crate::state::EdgeState;
 /// holds a full TLS record, like HAProxy's default `bufsize`, so rustls gets a record per
 /// read; it limits nothing (heads and bodies of any size just take more reads).
 const TLS_READ_BUFFER: usize = 16 * 1024;
-/// Plain connections get none: the edge reads each request head into its own buffer
-/// (`downstream::Conn`), which an idle connection gives back, so a second buffer would
-/// only copy bytes and hold memory.
-const PLAIN_READ_BUFFER: usize = 0;
+/// Plain connections get no Pingora buffers at all: the edge reads each request head into
+/// its own buffer (`downstream::Conn`), which an idle connection gives back, and the fast
+/// path writes whole heads; Pingora's buffers would only copy bytes and hold memory
+/// (its write buffer is 1,460 bytes per connection).
+const PLAIN_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(0),
+    write: Some(0),
+};
 
 /// Builds every service and runs until SIGTERM (graceful) or SIGINT (fast). Returns once
 /// Pingora has stopped.
@@ -93,13 +97,12 @@ pub fn run(config: Config, upgrade: bool) -> Result<()> {
         );
         let mut service = Service::new(format!("listener {}", l.name), guarded);
         let addr = l.address.to_string();
-        let read_buffer = if l.tls.is_some() {
-            TLS_READ_BUFFER
+        let buffers = if l.tls.is_some() {
+            L4BufferSettings::default().read(TLS_READ_BUFFER)
         } else {
-            PLAIN_READ_BUFFER
+            PLAIN_BUFFERS
         };
-        let endpoint =
-            ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::default().read(read_buffer));
+        let endpoint = ListenerConfig::tcp(addr).l4_buffer(buffers);
         match state.resolver(&l.name) {
             None => service.add_listener(endpoint),
             Some(resolver) => {
