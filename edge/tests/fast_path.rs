@@ -654,3 +654,28 @@ async fn a_connection_parked_while_idle_serves_its_next_requests() {
         assert_eq!(body["path"], path);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_larger_than_the_first_buffer_arrives_whole() {
+    let web = upstream("web-1").await;
+    let mut setup = Setup::new("fast-big-head");
+    setup.route("pool = \"web\"").pool("web", &[web]);
+    let edge = setup.start();
+    let mut client = Client::connect(edge.http).await;
+    // 6 KB of cookie: several times the edge's initial 1 KiB header buffer.
+    let cookie: String = (0..6000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    for _ in 0..2 {
+        client
+            .send(format!("GET /big HTTP/1.1\r\nHost: h\r\nCookie: c={cookie}\r\n\r\n").as_bytes())
+            .await;
+        let resp = client.response(false).await;
+        assert_eq!(resp.status, 200);
+        let body: Value = serde_json::from_slice(&resp.body).expect("json");
+        assert_eq!(
+            header(&body, "cookie"),
+            Some(format!("c={cookie}").as_str())
+        );
+    }
+}

@@ -243,8 +243,10 @@ pub struct Conn {
     _open: OpenGauge,
 }
 
-/// Initial header buffer; grows up to `max_header_size` for the rare large header.
-const HEADER_BUF: usize = 4096;
+/// Initial header buffer; grows up to `max_header_size` for the rare large header. 1 KiB
+/// like nginx's `client_header_buffer_size`: it holds a typical request head, and what
+/// thousands of briefly active connections leave behind in the allocator stays small.
+const HEADER_BUF: usize = 1024;
 
 /// How long a keep-alive connection keeps its header buffer while waiting for the next
 /// request. Past it the buffer is freed, so thousands of idle connections cost a few
@@ -323,6 +325,10 @@ impl Conn {
             }
             // Re-scan the last 3 bytes: the terminator may straddle two reads.
             scanned = self.buf.len().saturating_sub(3);
+            // Grow by doubling: a full BytesMut would otherwise add 64 bytes per read.
+            if self.buf.capacity() - self.buf.len() < HEADER_BUF / 2 {
+                self.buf.reserve(self.buf.len().max(HEADER_BUF));
+            }
             match tokio::time::timeout_at(deadline, self.inner.read_buf(&mut self.buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => return Header::Gone,
