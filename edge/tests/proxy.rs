@@ -232,6 +232,9 @@ async fn ketama_keeps_a_session_cookie_on_one_server() {
             .await;
             servers.insert(server_of(&echo.body).to_owned());
         }
+        // Plain HTTP/1.1 takes the edge's fast path: it must hash the same key.
+        let echo = send_echo(client.get(edge.http_url("/sync")).header("cookie", &cookie)).await;
+        servers.insert(server_of(&echo.body).to_owned());
         assert_eq!(servers.len(), 1, "session {session} moved: {servers:?}");
         seen.extend(servers);
     }
