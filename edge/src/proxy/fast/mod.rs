@@ -81,6 +81,10 @@ thread_local! {
     static SCRATCH: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Spare scratch sets kept per thread: enough for the usual number of requests in flight
+/// (each holds up to ~20 KiB); a burst beyond it allocates and frees its own.
+const MAX_SPARE_SCRATCH: usize = 128;
+
 struct Lent(Scratch);
 
 impl Lent {
@@ -104,7 +108,7 @@ impl Drop for Lent {
         }
         SCRATCH.with(|s| {
             let mut free = s.borrow_mut();
-            if free.len() < 1024 {
+            if free.len() < MAX_SPARE_SCRATCH {
                 free.push(scratch);
             }
         });
