@@ -23,7 +23,7 @@ pub mod tree;
 pub mod wbxml;
 pub mod xml;
 
-use axum::body::{Body, Bytes, HttpBody};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,7 +31,9 @@ use axum::routing::post;
 use axum::Router;
 use codec::CodecError;
 use onebook_domain::Domain;
-use onebook_service::{plumbing_routes, track_metrics, HttpMetrics, Plumbing};
+use onebook_service::{
+    plumbing_routes, read_bounded_body, track_metrics, BodyError, HttpMetrics, Plumbing,
+};
 use session::{Engine, SessionError};
 use std::sync::Arc;
 
@@ -65,61 +67,15 @@ fn session_param(query: Option<&str>) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-/// How much of an oversized body we read (and throw away) before the 413,
-/// as a multiple of the limit.
-const DRAIN_FACTOR: usize = 8;
-
-enum BodyError {
-    TooLarge,
-    Read(axum::Error),
-}
-
-/// The request body, at most `limit` bytes. A larger one is still read to
-/// its end, up to `DRAIN_FACTOR` times the limit, before the caller answers
-/// 413: answering while the client (or the edge) is still sending makes
-/// the connection close with unread data, and the peer then sees a reset
-/// instead of our answer (through the edge over HTTP/2 the client got a
-/// stream error about one time in six).
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, BodyError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit.saturating_mul(DRAIN_FACTOR)) {
-        return Err(BodyError::TooLarge);
-    }
-    let mut body = body;
-    let mut buf = bytes::BytesMut::new();
-    let mut seen = 0usize;
-    while let Some(frame) =
-        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
-    {
-        let Ok(chunk) = frame.map_err(BodyError::Read)?.into_data() else {
-            continue; // trailers
-        };
-        seen = seen.saturating_add(chunk.len());
-        if seen > limit.saturating_mul(DRAIN_FACTOR) {
-            return Err(BodyError::TooLarge);
-        }
-        if seen <= limit {
-            buf.extend_from_slice(&chunk);
-        }
-    }
-    if seen > limit {
-        return Err(BodyError::TooLarge);
-    }
-    Ok(buf.freeze())
-}
-
 async fn sync(
     State(engine): State<Arc<Engine>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let body = match read_body(&headers, body, engine.max_body_bytes).await {
+    let body = match read_bounded_body(&headers, body, engine.max_body_bytes).await {
         Ok(body) => body,
-        Err(BodyError::TooLarge) => {
+        Err(BodyError::TooLarge { .. }) => {
             return (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
