@@ -5,23 +5,13 @@ use onebook_testkit::{Stack, TestUser};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-async fn create(user: &TestUser, stack: &Stack, body: Value) -> Value {
-    let response = user
-        .client
-        .post(format!("{}/api/v1/contacts", stack.edge_https))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{body}");
-    response.json().await.unwrap()
-}
-
 #[tokio::test]
 async fn update_needs_the_current_etag_and_delete_leaves_nothing_readable() {
     let stack = Stack::get();
     let user = TestUser::sign_up(stack, "crud").await;
-    let created = create(&user, stack, json!({"formatted_name": "Grace Hopper"})).await;
+    let created = user
+        .create_contact(stack, &json!({"formatted_name": "Grace Hopper"}))
+        .await;
     let url = format!(
         "{}/api/v1/contacts/{}",
         stack.edge_https,
@@ -85,9 +75,15 @@ async fn update_needs_the_current_etag_and_delete_leaves_nothing_readable() {
 async fn bulk_delete_reports_what_it_did_not_find() {
     let stack = Stack::get();
     let user = TestUser::sign_up(stack, "bulk").await;
-    let a = create(&user, stack, json!({"formatted_name": "A"})).await;
-    let b = create(&user, stack, json!({"formatted_name": "B"})).await;
-    let keep = create(&user, stack, json!({"formatted_name": "Keep"})).await;
+    let a = user
+        .create_contact(stack, &json!({"formatted_name": "A"}))
+        .await;
+    let b = user
+        .create_contact(stack, &json!({"formatted_name": "B"}))
+        .await;
+    let keep = user
+        .create_contact(stack, &json!({"formatted_name": "Keep"}))
+        .await;
     let unknown = uuid::Uuid::new_v4().to_string();
     let response = user
         .client
@@ -109,9 +105,10 @@ async fn bulk_delete_reports_what_it_did_not_find() {
 async fn search_matches_names_emails_phones_and_organisations() {
     let stack = Stack::get();
     let user = TestUser::sign_up(stack, "search").await;
-    create(&user, stack, json!({"given_name": "Ada", "family_name": "Lovelace", "emails": [{"value": "ada@engines.test"}]})).await;
-    create(&user, stack, json!({"formatted_name": "Charles Babbage", "organization": "Difference Engines", "phones": [{"value": "+44 20 7946 0999"}]})).await;
-    create(&user, stack, json!({"formatted_name": "100% Real_Name"})).await;
+    user.create_contact(stack, &json!({"given_name": "Ada", "family_name": "Lovelace", "emails": [{"value": "ada@engines.test"}]})).await;
+    user.create_contact(stack, &json!({"formatted_name": "Charles Babbage", "organization": "Difference Engines", "phones": [{"value": "+44 20 7946 0999"}]})).await;
+    user.create_contact(stack, &json!({"formatted_name": "100% Real_Name"}))
+        .await;
     let search = |q: &str| {
         let url = format!("{}/api/v1/contacts", stack.edge_https);
         let request = user.client.get(url).query(&[("q", q)]);
@@ -168,7 +165,9 @@ async fn search_matches_names_emails_phones_and_organisations() {
 async fn the_change_feed_lists_every_change_in_order() {
     let stack = Stack::get();
     let user = TestUser::sign_up(stack, "feed").await;
-    let first = create(&user, stack, json!({"formatted_name": "One"})).await;
+    let first = user
+        .create_contact(stack, &json!({"formatted_name": "One"}))
+        .await;
     let url = format!(
         "{}/api/v1/contacts/{}",
         stack.edge_https,
@@ -180,7 +179,8 @@ async fn the_change_feed_lists_every_change_in_order() {
         .send()
         .await
         .unwrap();
-    create(&user, stack, json!({"formatted_name": "Two"})).await;
+    user.create_contact(stack, &json!({"formatted_name": "Two"}))
+        .await;
     user.client.delete(&url).send().await.unwrap();
 
     let feed: Value = user.get_json(stack, "/api/v1/changes?since=0").await;
@@ -210,7 +210,9 @@ async fn the_change_feed_lists_every_change_in_order() {
 async fn a_write_on_one_instance_is_never_read_stale_on_the_other() {
     let stack = Stack::get();
     let user = TestUser::sign_up(stack, "fresh").await;
-    let created = create(&user, stack, json!({"formatted_name": "Version 0"})).await;
+    let created = user
+        .create_contact(stack, &json!({"formatted_name": "Version 0"}))
+        .await;
     let id = created["id"].as_str().unwrap().to_string();
     let direct = reqwest::Client::new();
     let instances = ["http://127.0.0.1:8101", "http://127.0.0.1:8102"];

@@ -251,15 +251,9 @@ async fn synced_device(domain: &Domain, viewer: &Viewer, dev_id: &str, contacts:
 }
 
 async fn create_contact(user: &TestUser, stack: &Stack, name: &str) -> Uuid {
-    let response = user
-        .client
-        .post(format!("{}/api/v1/contacts", stack.edge_https))
-        .json(&json!({"formatted_name": name}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
+    let body = user
+        .create_contact(stack, &json!({"formatted_name": name}))
+        .await;
     body["id"].as_str().unwrap().parse().unwrap()
 }
 

@@ -249,14 +249,8 @@ async fn groups_filter_listing_and_export() {
         ("Ben", json!(["Friends"])),
         ("Cid", json!([])),
     ] {
-        let r = user
-            .client
-            .post(format!("{}/api/v1/contacts", stack.edge_https))
-            .json(&json!({"formatted_name": name, "categories": cats}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        user.create_contact(stack, &json!({"formatted_name": name, "categories": cats}))
+            .await;
     }
     let groups: Value = user.get_json(stack, "/api/v1/groups").await;
     assert_eq!(

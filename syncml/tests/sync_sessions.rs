@@ -418,15 +418,12 @@ async fn two_way_after_slow_sync_exchanges_changes_and_maps() {
     let (client_next, server_next) =
         slow_sync(&mut client, "ref-slow-xml", "xml", Auth::Basic(PASSWORD)).await;
 
-    let created = user
-        .client
-        .post(format!("{}/api/v1/contacts", stack.edge_https))
-        .json(&serde_json::json!({"formatted_name": "Grace Hopper", "emails": [{"value": "grace@navy.example"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let grace: Value = created.json().await.unwrap();
+    let grace = user
+        .create_contact(
+            stack,
+            &serde_json::json!({"formatted_name": "Grace Hopper", "emails": [{"value": "grace@navy.example"}]}),
+        )
+        .await;
     let grace_id = grace["id"].as_str().unwrap().replace('-', "");
 
     // Session 2: two-way with the anchors of session 1.
@@ -720,14 +717,11 @@ async fn syncml_11_wbxml_slow_sync() {
 async fn vcard_21_both_ways_for_a_phone_that_prefers_it() {
     let stack = Stack::get();
     let user = TestUser::sign_up(stack, "syncml-21").await;
-    let created = user
-        .client
-        .post(format!("{}/api/v1/contacts", stack.edge_https))
-        .json(&serde_json::json!({"formatted_name": "Jürgen Web", "phones": [{"value": "+49 30 1234"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    user.create_contact(
+        stack,
+        &serde_json::json!({"formatted_name": "Jürgen Web", "phones": [{"value": "+49 30 1234"}]}),
+    )
+    .await;
     let mut client = Client::new(stack, &stack.edge_https, &user.email, Encoding::Wbxml);
     let mut m1 = slow_sync_messages("ref-slow-wbxml", "wbxml")[0].clone();
     for c in m1.body.commands.iter_mut() {

@@ -74,14 +74,11 @@ async fn syncevolution_slow_then_two_way_through_the_edge() {
     assert_eq!(contact_names(stack, &user).await, expected);
 
     // Changes on both sides, then two-way in XML with md5.
-    let created = user
-        .client
-        .post(format!("{}/api/v1/contacts", stack.edge_https))
-        .json(&serde_json::json!({"formatted_name": "Grace Hopper", "emails": [{"value": "grace@navy.example"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    user.create_contact(
+        stack,
+        &serde_json::json!({"formatted_name": "Grace Hopper", "emails": [{"value": "grace@navy.example"}]}),
+    )
+    .await;
     let olga = se.data.join("olga-30-minimal.vcf");
     let text = std::fs::read_to_string(&olga).unwrap();
     std::fs::write(
@@ -195,14 +192,8 @@ fn device_names(se: &SyncEvolution) -> Vec<String> {
 }
 
 async fn web_create(stack: &Stack, user: &TestUser, name: &str) {
-    let response = user
-        .client
-        .post(format!("{}/api/v1/contacts", stack.edge_https))
-        .json(&serde_json::json!({"formatted_name": name}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    user.create_contact(stack, &serde_json::json!({"formatted_name": name}))
+        .await;
 }
 
 fn edit_file(path: &std::path::Path, from: &str, to: &str) {

@@ -231,6 +231,28 @@ impl TestUser {
             .unwrap_or_else(|e| panic!("GET {url}: body is not JSON: {e}"))
     }
 
+    /// Creates a contact through the edge's REST API as this user, insisting
+    /// on `201 Created`, and returns the created contact.
+    pub async fn create_contact(
+        &self,
+        stack: &Stack,
+        contact: &serde_json::Value,
+    ) -> serde_json::Value {
+        let url = format!("{}/api/v1/contacts", stack.edge_https);
+        let response = self
+            .client
+            .post(&url)
+            .json(contact)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        assert_eq!(response.status(), 201, "creating {contact}");
+        response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: body is not JSON: {e}"))
+    }
+
     /// POST `body` as JSON to `path` through the edge as this user and decode
     /// the JSON reply, whatever its status.
     pub async fn post_json(
