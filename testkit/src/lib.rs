@@ -238,19 +238,8 @@ impl TestUser {
         stack: &Stack,
         contact: &serde_json::Value,
     ) -> serde_json::Value {
-        let url = format!("{}/api/v1/contacts", stack.edge_https);
-        let response = self
-            .client
-            .post(&url)
-            .json(contact)
-            .send()
+        self.post(stack, "/api/v1/contacts", contact, Some(201))
             .await
-            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        assert_eq!(response.status(), 201, "creating {contact}");
-        response
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("POST {url}: body is not JSON: {e}"))
     }
 
     /// POST `body` as JSON to `path` through the edge as this user and decode
@@ -261,6 +250,16 @@ impl TestUser {
         path: &str,
         body: &serde_json::Value,
     ) -> serde_json::Value {
+        self.post(stack, path, body, None).await
+    }
+
+    async fn post(
+        &self,
+        stack: &Stack,
+        path: &str,
+        body: &serde_json::Value,
+        expect: Option<u16>,
+    ) -> serde_json::Value {
         let url = format!("{}{path}", stack.edge_https);
         let response = self
             .client
@@ -269,6 +268,9 @@ impl TestUser {
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        if let Some(status) = expect {
+            assert_eq!(response.status(), status, "POST {url} with {body}");
+        }
         response
             .json()
             .await
