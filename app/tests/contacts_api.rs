@@ -12,11 +12,8 @@ async fn update_needs_the_current_etag_and_delete_leaves_nothing_readable() {
     let created = user
         .create_contact(stack, &json!({"formatted_name": "Grace Hopper"}))
         .await;
-    let url = format!(
-        "{}/api/v1/contacts/{}",
-        stack.edge_https,
-        created["id"].as_str().unwrap()
-    );
+    let path = format!("/api/v1/contacts/{}", created["id"].as_str().unwrap());
+    let url = format!("{}{path}", stack.edge_https);
 
     let got = user.client.get(&url).send().await.unwrap();
     let etag = got.headers()["etag"].to_str().unwrap().to_string();
@@ -46,15 +43,7 @@ async fn update_needs_the_current_etag_and_delete_leaves_nothing_readable() {
         .await
         .unwrap();
     assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
-    let now: Value = user
-        .client
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let now: Value = user.get_json(stack, &path).await;
     assert_eq!(now["formatted_name"], "Grace Brewster Hopper");
 
     assert_eq!(user.client.delete(&url).send().await.unwrap().status(), 204);
@@ -135,17 +124,8 @@ async fn search_matches_names_emails_phones_and_organisations() {
     assert!(search("nobody-matches-this").await.is_empty());
 
     let sorted: Value = user
-        .client
-        .get(format!(
-            "{}/api/v1/contacts?sort=-name&limit=2",
-            stack.edge_https
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(stack, "/api/v1/contacts?sort=-name&limit=2")
+        .await;
     assert_eq!(sorted["total"], 3);
     assert_eq!(sorted["contacts"].as_array().unwrap().len(), 2);
     assert_eq!(sorted["contacts"][0]["formatted_name"], "Ada Lovelace");

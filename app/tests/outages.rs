@@ -36,7 +36,8 @@ async fn stop_node_write_recover(node_index: usize) {
     let user = TestUser::sign_up(stack, &format!("failover{node_index}")).await;
     let user_id = Uuid::parse_str(&user.id).unwrap();
     let shard = user.shard_index();
-    let url = format!("{}/api/v1/contacts", stack.edge_https);
+    let path = "/api/v1/contacts";
+    let url = format!("{}{path}", stack.edge_https);
 
     let before = user
         .client
@@ -76,15 +77,7 @@ async fn stop_node_write_recover(node_index: usize) {
         let body: Value = response.json().await.unwrap();
         written.push(body["id"].as_str().unwrap().to_string());
     }
-    let listed: Value = user
-        .client
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = user.get_json(stack, path).await;
     assert_eq!(listed["total"], 11);
 
     let recovered = stack.datatier(&["recover", &shard_arg, &node_arg]);

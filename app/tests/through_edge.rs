@@ -260,11 +260,8 @@ async fn racing_writers_leave_both_nodes_attached_and_identical() {
             &json!({"formatted_name": "Contested"}),
         )
         .await;
-    let url = format!(
-        "{}/api/v1/contacts/{}",
-        stack.edge_https,
-        created["id"].as_str().unwrap()
-    );
+    let path = format!("/api/v1/contacts/{}", created["id"].as_str().unwrap());
+    let url = format!("{}{path}", stack.edge_https);
 
     const UPDATERS: usize = 12;
     const CREATORS: usize = 6;
@@ -311,15 +308,7 @@ async fn racing_writers_leave_both_nodes_attached_and_identical() {
         task.await.unwrap();
     }
 
-    let final_state: Value = user
-        .client
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let final_state: Value = user.get_json(stack, &path).await;
     assert_eq!(final_state["version"], 1 + UPDATERS as i64);
 
     // pgpool still has both nodes of the shard attached...

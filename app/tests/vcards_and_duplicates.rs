@@ -257,18 +257,7 @@ async fn groups_filter_listing_and_export() {
         groups,
         json!([{"name": "Family", "count": 1}, {"name": "Friends", "count": 2}])
     );
-    let friends: Value = user
-        .client
-        .get(format!(
-            "{}/api/v1/contacts?group=Friends",
-            stack.edge_https
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let friends: Value = user.get_json(stack, "/api/v1/contacts?group=Friends").await;
     assert_eq!(friends["total"], 2);
     let export = user
         .client
@@ -354,14 +343,8 @@ async fn duplicates_are_found_merged_and_the_merge_undone() {
     let restored: Value = user.get_json(stack, "/api/v1/contacts").await;
     assert_eq!(restored["total"], 3);
     let ada: Value = user
-        .client
-        .get(format!("{}/api/v1/contacts/{}", stack.edge_https, ids[0]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(stack, &format!("/api/v1/contacts/{}", ids[0]))
+        .await;
     assert!(
         ada.get("organization").is_none(),
         "undo restores the kept card: {ada}"

@@ -225,15 +225,7 @@ fn slow_sync_messages(conversation: &str, ext: &str) -> Vec<Message> {
 }
 
 async fn contacts(stack: &Stack, user: &TestUser) -> Vec<Value> {
-    let page: Value = user
-        .client
-        .get(format!("{}/api/v1/contacts?limit=100", stack.edge_https))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = user.get_json(stack, "/api/v1/contacts?limit=100").await;
     page["contacts"].as_array().cloned().unwrap_or_default()
 }
 
@@ -1389,11 +1381,8 @@ async fn conflicting_edits_are_merged_field_by_field() {
         .iter()
         .find(|c| c["formatted_name"] == "Ольга Петрова")
         .unwrap();
-    let url = format!(
-        "{}/api/v1/contacts/{}",
-        stack.edge_https,
-        olga["id"].as_str().unwrap()
-    );
+    let path = format!("/api/v1/contacts/{}", olga["id"].as_str().unwrap());
+    let url = format!("{}{path}", stack.edge_https);
     let mut edited = olga.clone();
     edited["emails"] = serde_json::json!([{"value": "olga@web.example"}]);
     edited["note"] = serde_json::json!("note from the web");
@@ -1439,15 +1428,7 @@ async fn conflicting_edits_are_merged_field_by_field() {
     assert!(back.contains("+7 495 765 43 21"), "{back}");
     assert!(back.contains("X-ONEBOOK-CONFLICT"), "{back}");
 
-    let now: Value = user
-        .client
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let now: Value = user.get_json(stack, &path).await;
     assert_eq!(now["note"], "note from the web", "{now}");
     let phones: Vec<&str> = now["phones"]
         .as_array()

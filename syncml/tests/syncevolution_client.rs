@@ -15,15 +15,7 @@ use syncevolution::{Settings, SyncEvolution};
 const PASSWORD: &str = "test-password-1";
 
 async fn contact_names(stack: &Stack, user: &TestUser) -> Vec<String> {
-    let page: Value = user
-        .client
-        .get(format!("{}/api/v1/contacts?limit=100", stack.edge_https))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = user.get_json(stack, "/api/v1/contacts?limit=100").await;
     let mut names: Vec<String> = page["contacts"]
         .as_array()
         .cloned()
@@ -358,21 +350,10 @@ async fn syncevolution_conflicting_edits_merge() {
     let slow = se.sync("slow");
     assert_eq!(slow.exit, 0, "{}", slow.output);
 
-    let page: Value = user
-        .client
-        .get(format!("{}/api/v1/contacts", stack.edge_https))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = user.get_json(stack, "/api/v1/contacts").await;
     let mut olga = page["contacts"][0].clone();
-    let contact_url = format!(
-        "{}/api/v1/contacts/{}",
-        stack.edge_https,
-        olga["id"].as_str().unwrap()
-    );
+    let contact_path = format!("/api/v1/contacts/{}", olga["id"].as_str().unwrap());
+    let contact_url = format!("{}{contact_path}", stack.edge_https);
     let obj = olga.as_object_mut().unwrap();
     for k in ["id", "version", "created_at", "updated_at"] {
         obj.remove(k);
@@ -412,15 +393,7 @@ async fn syncevolution_conflicting_edits_merge() {
     assert_eq!(two_way.source_stat("mode"), "two-way");
     assert_eq!(two_way.source_stat("stat-remote-updated-total"), "1");
 
-    let now: Value = user
-        .client
-        .get(&contact_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let now: Value = user.get_json(stack, &contact_path).await;
     let values = |field: &str| -> Vec<String> {
         now[field]
             .as_array()
