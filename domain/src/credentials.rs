@@ -217,20 +217,7 @@ impl Domain {
     }
 
     pub async fn revoke_api_token(&self, viewer: &Viewer, id: Uuid) -> Result<(), DomainError> {
-        let user_id = viewer.id;
-        let removed = self
-            .pools
-            .write(viewer.shard, move |tx| {
-                Box::pin(async move {
-                    tx.execute(
-                        "DELETE FROM api_tokens WHERE id = $1 AND user_id = $2",
-                        &[&id, &user_id],
-                    )
-                    .await
-                    .map_err(db)
-                })
-            })
-            .await?;
+        let removed = self.delete_own_row(viewer, "api_tokens", id).await?;
         // A retried revoke whose first attempt committed finds nothing left;
         // both outcomes mean the token no longer works.
         let _ = removed;

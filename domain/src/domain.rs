@@ -1,5 +1,8 @@
+use uuid::Uuid;
+
+use crate::accounts::Viewer;
 use crate::cache::Cache;
-use crate::db::ShardPools;
+use crate::db::{db, ShardPools};
 use crate::error::DomainError;
 use crate::settings::{CacheSettings, DatabaseSettings};
 use crate::shard::ShardRouter;
@@ -20,5 +23,28 @@ impl Domain {
             router: ShardRouter::new(database.placement),
             cache: Cache::new(cache),
         })
+    }
+
+    /// Deletes the viewer's row `id` of `table` (a table with `id` and
+    /// `user_id` columns); the number of rows removed (0: none of theirs).
+    pub(crate) async fn delete_own_row(
+        &self,
+        viewer: &Viewer,
+        table: &'static str,
+        id: Uuid,
+    ) -> Result<u64, DomainError> {
+        let user_id = viewer.id;
+        self.pools
+            .write(viewer.shard, move |tx| {
+                Box::pin(async move {
+                    tx.execute(
+                        &format!("DELETE FROM {table} WHERE id = $1 AND user_id = $2"),
+                        &[&id, &user_id],
+                    )
+                    .await
+                    .map_err(db)
+                })
+            })
+            .await
     }
 }

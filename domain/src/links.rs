@@ -423,20 +423,7 @@ impl Domain {
     /// Removes a link and its sealed secret; `NotFound` when the user has no
     /// such link.
     pub async fn unlink_account(&self, viewer: &Viewer, id: Uuid) -> Result<(), DomainError> {
-        let user_id = viewer.id;
-        let removed = self
-            .pools
-            .write(viewer.shard, move |tx| {
-                Box::pin(async move {
-                    tx.execute(
-                        "DELETE FROM linked_accounts WHERE id = $1 AND user_id = $2",
-                        &[&id, &user_id],
-                    )
-                    .await
-                    .map_err(db)
-                })
-            })
-            .await?;
+        let removed = self.delete_own_row(viewer, "linked_accounts", id).await?;
         if removed == 0 {
             return Err(DomainError::NotFound);
         }

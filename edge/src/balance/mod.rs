@@ -13,7 +13,7 @@ pub mod state;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -138,10 +138,10 @@ impl PoolRuntime {
 
     /// Picks a server for this request, skipping the ones in `tried` (already failed for
     /// it), drained ones, and, while any other is left, the ones passive health ejected.
-    pub fn select(&self, session: &Session, tried: &[usize]) -> Option<usize> {
+    pub fn select(&self, request: &impl HashInput, tried: &[usize]) -> Option<usize> {
         let mut buf = Vec::new();
         let key: &[u8] = match &self.config.algorithm {
-            Algorithm::Ketama { key } => hash_key(session, key, &mut buf),
+            Algorithm::Ketama { key } => hash_key(request, key, &mut buf),
             _ => b"",
         };
         self.select_key(key, tried)
@@ -302,32 +302,59 @@ fn peer_for(address: SocketAddr, pool: &model::Pool) -> HttpPeer {
 /// opened (a common server default for `SETTINGS_MAX_CONCURRENT_STREAMS` is 100+).
 const H2_STREAMS_PER_CONNECTION: usize = 100;
 
-/// The bytes a ketama pool hashes on. A request without the key (no session cookie yet)
-/// falls back to the client address, so new sessions still spread across servers.
-fn hash_key<'a>(session: &'a Session, key: &HashKey, buf: &'a mut Vec<u8>) -> &'a [u8] {
-    let req = session.req_header();
-    let found: Option<&[u8]> = match key {
-        HashKey::Path => Some(req.uri.path().as_bytes()),
-        HashKey::Header(name) => req.headers.get(name.as_str()).map(|v| v.as_bytes()),
-        HashKey::Cookie(name) => req
+/// What a ketama pool may hash on, from whichever parser read the request (Pingora's
+/// session or the edge's HTTP/1 fast path), so both pick the same server.
+pub trait HashInput {
+    fn path(&self) -> &str;
+    fn header(&self, name: &str) -> Option<&[u8]>;
+    /// `name`'s value in the request's `Cookie` headers.
+    fn cookie(&self, name: &str) -> Option<&[u8]>;
+    fn client_ip(&self) -> Option<IpAddr>;
+}
+
+impl HashInput for Session {
+    fn path(&self) -> &str {
+        self.req_header().uri.path()
+    }
+
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.req_header().headers.get(name).map(|v| v.as_bytes())
+    }
+
+    fn cookie(&self, name: &str) -> Option<&[u8]> {
+        self.req_header()
             .headers
             .get_all(http::header::COOKIE)
             .iter()
-            .find_map(|v| cookie_value(v.as_bytes(), name.as_bytes())),
+            .find_map(|v| cookie_value(v.as_bytes(), name.as_bytes()))
+    }
+
+    fn client_ip(&self) -> Option<IpAddr> {
+        self.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+    }
+}
+
+/// The bytes a ketama pool hashes on. A request without the key (no session cookie yet)
+/// falls back to the client address, so new sessions still spread across servers.
+pub fn hash_key<'a>(req: &'a impl HashInput, key: &HashKey, buf: &'a mut Vec<u8>) -> &'a [u8] {
+    let found = match key {
+        HashKey::Path => Some(req.path().as_bytes()),
+        HashKey::Header(name) => req.header(name),
+        HashKey::Cookie(name) => req.cookie(name),
         HashKey::ClientIp => None,
     };
     if let Some(found) = found {
         return found;
     }
-    if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+    if let Some(ip) = req.client_ip() {
         // Written straight into the buffer: no intermediate String per request.
-        let _ = write!(buf, "{}", addr.ip());
+        let _ = write!(buf, "{ip}");
     }
     buf
 }
 
 /// Finds `name=value` in one `Cookie` header value.
-pub(crate) fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+pub fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     header.split(|b| *b == b';').find_map(|pair| {
         let pair = pair.trim_ascii();
         let eq = pair.iter().position(|b| *b == b'=')?;

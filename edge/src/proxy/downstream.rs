@@ -275,38 +275,12 @@ impl Conn {
         // (Pingora also drops parked keep-alive connections then).
         if reused && self.buf.is_empty() {
             let mut shutdown = shutdown.clone();
-            // A busy keep-alive connection sends its next request within moments: wait
-            // with the buffer. One still idle after `HOT_IDLE` is parked without it (plain
-            // connections only: Pingora can wait for a first byte on those without a
-            // buffer of ours; TLS ones hold rustls' buffers anyway).
-            let hot = if self.plain {
-                HOT_IDLE.min(limits.idle_timeout)
-            } else {
-                limits.idle_timeout
-            };
-            let idle = tokio::time::timeout(hot, self.inner.read_buf(&mut self.buf));
             tokio::select! {
-                r = idle => match r {
-                    Ok(Ok(n)) if n > 0 => {}
-                    Ok(_) => return Header::Gone,
-                    Err(_) if hot == limits.idle_timeout => return Header::Gone,
-                    Err(_) => {
-                        self.buf = BytesMut::new();
-                        let mut first = [0u8; 1];
-                        let parked = tokio::time::timeout(
-                            limits.idle_timeout - hot,
-                            self.inner.try_peek(&mut first),
-                        );
-                        tokio::select! {
-                            r = parked => match r {
-                                // The byte stays in the stream (`try_peek` puts it back).
-                                Ok(Ok(true)) => self.buf.reserve(HEADER_BUF),
-                                _ => return Header::Gone,
-                            },
-                            _ = shutdown.changed() => return Header::Gone,
-                        }
+                arrived = self.wait_for_next_request(limits.idle_timeout) => {
+                    if !arrived {
+                        return Header::Gone;
                     }
-                },
+                }
                 _ = shutdown.changed() => return Header::Gone,
             }
         }
@@ -337,6 +311,30 @@ impl Conn {
                 Err(_) => return Header::TimedOut,
             }
         }
+    }
+
+    /// Waits up to `idle` for the first bytes of the next request; false when the
+    /// connection closed or stayed silent. A busy keep-alive connection sends its next
+    /// request within moments, so it waits with its buffer; one still idle after
+    /// `HOT_IDLE` is parked without it (plain connections only: Pingora can wait for a
+    /// first byte on those without a buffer of ours; TLS ones hold rustls' buffers anyway).
+    async fn wait_for_next_request(&mut self, idle: Duration) -> bool {
+        let hot = if self.plain { HOT_IDLE.min(idle) } else { idle };
+        match tokio::time::timeout(hot, self.inner.read_buf(&mut self.buf)).await {
+            Ok(Ok(n)) => return n > 0,
+            Ok(Err(_)) => return false,
+            Err(_) if hot == idle => return false,
+            Err(_) => {}
+        }
+        self.buf = BytesMut::new();
+        let mut first = [0u8; 1];
+        let parked = tokio::time::timeout(idle - hot, self.inner.try_peek(&mut first)).await;
+        // The byte stays in the stream (`try_peek` puts it back).
+        let arrived = matches!(parked, Ok(Ok(true)));
+        if arrived {
+            self.buf.reserve(HEADER_BUF);
+        }
+        arrived
     }
 
     async fn refuse(&mut self, status: &[u8]) {

@@ -81,11 +81,7 @@ impl EdgeProxy {
         if !self.tls {
             return None;
         }
-        let table = ctx.table.as_ref()?;
-        let route = ctx.route.and_then(|r| table.routes.get(r));
-        route
-            .and_then(|r| r.route.hsts.as_ref())
-            .or_else(|| table.listeners.get(ctx.listener?)?.hsts.as_ref())
+        ctx.table.as_ref()?.hsts(ctx.route, ctx.listener)
     }
 }
 
@@ -114,15 +110,9 @@ impl ProxyHttp for EdgeProxy {
         ctx.request_id = Some(headers::request_id(session.req_header()));
         let host = headers::request_host(session.req_header());
         ctx.route = table.find(&host, session.req_header().uri.path());
-        ctx.listener = table
-            .listeners
-            .iter()
-            .position(|l| *l.name == *self.listener);
-        let listener = ctx.listener.and_then(|i| table.listeners.get(i));
+        ctx.listener = table.listener_index(&self.listener);
         let route = ctx.route.and_then(|i| table.routes.get(i));
-        ctx.max_body = route
-            .and_then(|r| r.route.max_body_size)
-            .or(listener.and_then(|l| l.max_body_size));
+        ctx.max_body = table.max_body(ctx.route, ctx.listener);
         // Requests the edge answers itself: no route (404), HTTPS-only on plain HTTP
         // (308), or a declared body over the limit (413, before anything is proxied).
         let answer = match route {

@@ -95,9 +95,24 @@ impl RoutingTable {
         })
     }
 
-    pub fn listener(&self, name: &str) -> Option<&ListenerPolicy> {
-        // A handful of listeners: a scan beats hashing the name.
-        self.listeners.iter().find(|l| l.name == name)
+    /// Index of the listener called `name` (a handful: a scan beats hashing).
+    pub fn listener_index(&self, name: &str) -> Option<usize> {
+        self.listeners.iter().position(|l| l.name == name)
+    }
+
+    /// The request body limit: the route's, else the listener's.
+    pub fn max_body(&self, route: Option<usize>, listener: Option<usize>) -> Option<u64> {
+        route
+            .and_then(|r| self.routes.get(r)?.route.max_body_size)
+            .or_else(|| self.listeners.get(listener?)?.max_body_size)
+    }
+
+    /// `Strict-Transport-Security` for a response (TLS listeners only, which the caller
+    /// knows): the route's value, else the listener's.
+    pub fn hsts(&self, route: Option<usize>, listener: Option<usize>) -> Option<&HeaderValue> {
+        route
+            .and_then(|r| self.routes.get(r)?.route.hsts.as_ref())
+            .or_else(|| self.listeners.get(listener?)?.hsts.as_ref())
     }
 
     /// `host` must already be lower-case and without port.

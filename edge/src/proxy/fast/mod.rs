@@ -37,8 +37,8 @@ use super::routing::RoutingTable;
 use super::{count_request, headers, InFlight};
 use crate::access_log::Entry;
 use crate::balance::state::Lease;
-use crate::balance::{cookie_value, PoolRuntime};
-use crate::config::model::{Algorithm, HashKey, UpstreamProtocol};
+use crate::balance::{cookie_value, hash_key, HashInput, PoolRuntime};
+use crate::config::model::{Algorithm, UpstreamProtocol};
 use crate::state::EdgeState;
 
 pub struct FastPath {
@@ -118,6 +118,7 @@ impl Drop for Lent {
 /// What was decided from the request head, before anything is sent.
 struct Plan {
     route: usize,
+    listener: Option<usize>,
     pool: Arc<PoolRuntime>,
     server: usize,
     content_length: u64,
@@ -209,11 +210,8 @@ impl FastPath {
         if route.route.redirect_https && !self.tls {
             return None;
         }
-        let listener = table.listener(&self.listener);
-        let max_body = route
-            .route
-            .max_body_size
-            .or(listener.and_then(|l| l.max_body_size));
+        let listener = table.listener_index(&self.listener);
+        let max_body = table.max_body(Some(route_index), listener);
         if max_body.is_some_and(|max| req.content_length > max) {
             return None;
         }
@@ -229,7 +227,10 @@ impl FastPath {
         }
         s.hash_key.clear();
         if let Algorithm::Ketama { key } = &pool.config.algorithm {
-            hash_key(&req, key, &s.client_ip, &mut s.hash_key);
+            let mut ip_text = Vec::new();
+            let input = Hashed { req: &req, client };
+            let found = hash_key(&input, key, &mut ip_text);
+            s.hash_key.extend_from_slice(found);
         }
         // No usable server: Pingora answers (503, with its own accounting).
         let server = pool.select_key(&s.hash_key, &[])?;
@@ -262,6 +263,7 @@ impl FastPath {
         });
         let plan = Plan {
             route: route_index,
+            listener,
             pool: pool.clone(),
             server,
             content_length: req.content_length,
@@ -389,7 +391,7 @@ impl FastPath {
             let client_close = close || response.framing == Framing::UntilClose;
             let deco = Decoration {
                 request_id: &s.request_id,
-                hsts: self.hsts(table, plan.route),
+                hsts: self.hsts(table, plan),
                 rules: &table.routes[plan.route].route.response_headers,
                 close: client_close,
             };
@@ -473,16 +475,11 @@ impl FastPath {
         }
     }
 
-    /// HSTS for a response on this listener: the route's value, else the listener's.
-    fn hsts<'t>(&self, table: &'t RoutingTable, route: usize) -> Option<&'t [u8]> {
-        if !self.tls {
-            return None;
-        }
-        table
-            .routes
-            .get(route)
-            .and_then(|r| r.route.hsts.as_ref())
-            .or_else(|| table.listener(&self.listener)?.hsts.as_ref())
+    /// HSTS for a response on this listener (TLS only).
+    fn hsts<'t>(&self, table: &'t RoutingTable, plan: &Plan) -> Option<&'t [u8]> {
+        self.tls
+            .then(|| table.hsts(Some(plan.route), plan.listener))
+            .flatten()
             .map(|v| v.as_bytes())
     }
 
@@ -539,19 +536,32 @@ fn retry_target(pool: &PoolRuntime, tried: &[usize], key: &[u8]) -> Option<usize
     pool.select_key(key, tried)
 }
 
-/// The bytes a ketama pool hashes on (see `balance::hash_key`, the Pingora path's twin).
-fn hash_key(req: &head::Request<'_, '_>, key: &HashKey, client_ip: &str, out: &mut Vec<u8>) {
-    let found = match key {
-        HashKey::Path => Some(req.path().as_bytes()),
-        HashKey::Header(name) => req.header(name),
-        HashKey::Cookie(name) => req
+/// A fast-path request as the balancer's hash input.
+struct Hashed<'r, 'h, 'b> {
+    req: &'r head::Request<'h, 'b>,
+    client: Option<IpAddr>,
+}
+
+impl HashInput for Hashed<'_, '_, '_> {
+    fn path(&self) -> &str {
+        self.req.path()
+    }
+
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.req.header(name)
+    }
+
+    fn cookie(&self, name: &str) -> Option<&[u8]> {
+        self.req
             .headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
-            .find_map(|h| cookie_value(h.value, name.as_bytes())),
-        HashKey::ClientIp => None,
-    };
-    out.extend_from_slice(found.unwrap_or(client_ip.as_bytes()));
+            .find_map(|h| cookie_value(h.value, name.as_bytes()))
+    }
+
+    fn client_ip(&self) -> Option<IpAddr> {
+        self.client
+    }
 }
 
 /// Sends the request (head, buffered body, then the rest of the body from the client)
